@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs Sidelane's tests. `hack/test.sh unit` runs unit and privileged tests (root needed for the
+# latter; under CI=true a privileged test that would skip fails instead), `e2e` runs the
+# end-to-end tests on a local single-node cluster, `all` runs both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+export GOFLAGS=${GOFLAGS:-}
+
+unit() {
+  echo "== unit and privileged tests"
+  # -p 1 between packages: privileged tests create many network namespaces and processes and the
+  # machines are small; inside a package tests still run in parallel where they say so.
+  go test -count=1 -p 1 -timeout 20m $(go list ./... | grep -v /test/e2e)
+}
+
+e2e() {
+  echo "== end-to-end tests on a local cluster"
+  if [ -x hack/e2e.sh ]; then hack/e2e.sh; else echo "e2e harness not present yet"; [ "${CI:-}" != true ] || exit 1; fi
+}
+
+case "$what" in
+  unit) unit ;;
+  e2e) e2e ;;
+  all) unit; e2e ;;
+  *) echo "usage: $0 unit|e2e|all" >&2; exit 2 ;;
+esac

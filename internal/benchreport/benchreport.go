@@ -1,0 +1,35 @@
+// Package benchreport is the shape of Sidelane's benchmark results: every area's benchmark
+// returns rows, and `make bench` prints them as one side-by-side table and writes them as JSON.
+package benchreport
+
+import "time"
+
+// Row is one measured figure, with the peer measured in the same run where there is one.
+type Row struct {
+	Area     string  `json:"area"` // "rules", "cni", "proxy", "injector", "agent"
+	Name     string  `json:"name"` // what was measured
+	Unit     string  `json:"unit"` // "ms", "µs", "req/s", "MB", "x" ...
+	Ours     float64 `json:"ours"` // Sidelane's figure (median over rounds)
+	OursMin  float64 `json:"oursMin,omitempty"`
+	OursMax  float64 `json:"oursMax,omitempty"`
+	Peer     string  `json:"peer,omitempty"` // what Sidelane is compared with
+	PeerVal  float64 `json:"peerValue,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"` // median of per-round ratios, oriented so >1 is better for Sidelane unless RatioNote says otherwise
+	RatioMin float64 `json:"ratioMin,omitempty"`
+	RatioMax float64 `json:"ratioMax,omitempty"`
+	Target   string  `json:"target,omitempty"` // e.g. "≥ 8x", "≤ 10 ms"
+	Pass     *bool   `json:"pass,omitempty"`   // whether the target is met; nil when there is no target
+	Note     string  `json:"note,omitempty"`
+}
+
+// Config is what every area's benchmark gets.
+type Config struct {
+	BinDir  string        // built binaries (bin/)
+	WorkDir string        // scratch space for this run
+	Rounds  int           // interleaved rounds
+	Budget  time.Duration // wall time the area should stay within
+	Quick   bool          // fewer rounds/requests, for a smoke run
+}
+
+// Pass is a helper for Row.Pass.
+func Pass(ok bool) *bool { return &ok }
