@@ -20,6 +20,16 @@ type Row struct {
 	Target   string  `json:"target,omitempty"` // e.g. "≥ 8x", "≤ 10 ms"
 	Pass     *bool   `json:"pass,omitempty"`   // whether the target is met; nil when there is no target
 	Note     string  `json:"note,omitempty"`
+	// Latency is an optional latency distribution (for charts): one point per percentile.
+	// The proxy benchmark fills it for direct, sidelane-proxy, haproxy and the ReverseProxy
+	// baseline, one row each, so that `make bench` can draw them side by side.
+	Latency []Point `json:"latency,omitempty"`
+}
+
+// Point is one percentile of a latency distribution.
+type Point struct {
+	Percentile float64 `json:"percentile"` // 50, 90, 99, 99.9 ...
+	Millis     float64 `json:"ms"`
 }
 
 // Config is what every area's benchmark gets.
