@@ -1,0 +1,121 @@
+package demoapp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestServeAndGet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := freeAddr(t)
+	var logs bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, []string{addr}, log.New(&logs, "", 0)) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	client := &http.Client{Timeout: 5 * time.Second}
+	tests := []struct {
+		path     string
+		wantCode int
+		check    func(t *testing.T, body []byte)
+	}{
+		{"/healthz", 200, func(t *testing.T, body []byte) {
+			if string(body) != "ok\n" {
+				t.Errorf("healthz body %q", body)
+			}
+		}},
+		{"/hello", 200, func(t *testing.T, body []byte) {
+			var r Reply
+			if err := json.Unmarshal(body, &r); err != nil {
+				t.Fatalf("reply %q: %v", body, err)
+			}
+			if r.Path != "/hello" || r.Local != addr || !strings.HasPrefix(r.Client, "127.0.0.1:") || r.Server == "" {
+				t.Errorf("reply %+v, want path /hello, local %s, a loopback client and a server name", r, addr)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			var code int
+			var body []byte
+			var err error
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				code, body, err = Get(ctx, client, "http://"+addr+tc.path)
+				if err == nil || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+			if code != tc.wantCode {
+				t.Fatalf("status %d, want %d", code, tc.wantCode)
+			}
+			tc.check(t, body)
+		})
+	}
+}
+
+func TestServeErrors(t *testing.T) {
+	if err := Serve(context.Background(), nil, log.New(&bytes.Buffer{}, "", 0)); err == nil {
+		t.Error("Serve with no address succeeded")
+	}
+	err := Serve(context.Background(), []string{"127.0.0.1:notaport"}, log.New(&bytes.Buffer{}, "", 0))
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:notaport") {
+		t.Errorf("Serve on a bad address: %v, want an error naming the address", err)
+	}
+}
+
+func TestGetError(t *testing.T) {
+	addr := freeAddr(t) // closed again: nothing listens
+	_, _, err := Get(context.Background(), &http.Client{Timeout: 2 * time.Second}, "http://"+addr+"/")
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Errorf("Get to a closed port: %v, want an error naming the URL", err)
+	}
+}
+
+func TestLoopLogsEachCall(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := freeAddr(t)
+	go Serve(ctx, []string{addr}, log.New(&bytes.Buffer{}, "", 0))
+	defer cancel()
+	var mu lockedBuffer
+	lctx, lcancel := context.WithCancel(ctx)
+	loopDone := make(chan struct{})
+	go func() {
+		Loop(lctx, &http.Client{Timeout: 2 * time.Second}, "http://"+addr+"/x", 20*time.Millisecond, log.New(&mu, "", 0))
+		close(loopDone)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(mu.String(), "-> 200") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no successful call logged; log:\n%s", mu.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lcancel()
+	<-loopDone
+}
