@@ -1,0 +1,462 @@
+// Package cniplugin is the chained CNI plugin sidelane-cni: on ADD it looks the pod up in the
+// API server and, when the pod carries the Sidelane sidecar, installs the redirect rules in the
+// pod's network namespace (internal/rules, internal/capture); CHECK compares the live rules with
+// the expected ones, DEL removes them, STATUS and GC follow CNI 1.1. Every command reports to the
+// node agent, best effort.
+//
+// The plugin is chained: it requires prevResult and prints it back unchanged, so stdout carries
+// only the CNI result. Logs go to stderr at the configured level. The capture decision (Decide)
+// is a pure function of the pod's plain facts; everything that touches the outside world
+// (API server, netns, backends, agent) sits behind the fields of Plugin so that unit tests can
+// replace it.
+package cniplugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/capture"
+	"github.com/sidelane/sidelane/internal/podinfo"
+	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/rules"
+)
+
+// About is the plugin's self-description (printed when run without CNI_COMMAND).
+const About = "sidelane-cni: chained CNI plugin that installs a sidecar proxy's traffic redirect rules in the pod's network namespace"
+
+// Plugin runs the CNI commands. The zero value is not usable: call New.
+type Plugin struct {
+	// Stderr receives the logs.
+	Stderr io.Writer
+	// Stdout receives the CNI result.
+	Stdout io.Writer
+	// NewBackend returns the capture backend of the given name (capture.New).
+	NewBackend func(name string) (capture.Backend, error)
+	// InNetns runs fn inside the network namespace at path (capture.InNetns).
+	InNetns func(path string, fn func() error) error
+	// LookupPod GETs the pod from the API server with the kubeconfig.
+	LookupPod func(ctx context.Context, kubeconfig, namespace, name string) (podinfo.Pod, error)
+	// Report sends a report to the agent's socket (agentapi.SendReport with ReportTimeout).
+	Report func(ctx context.Context, socket string, r agentapi.Report) error
+	// ReportTimeout bounds the wait for the agent.
+	ReportTimeout time.Duration
+	// LookupTimeout bounds the whole pod lookup, retries included.
+	LookupTimeout time.Duration
+	// Now is the clock.
+	Now func() time.Time
+}
+
+// New returns the plugin with its real dependencies, logging to stderr and printing to stdout.
+func New(stdout, stderr io.Writer) *Plugin {
+	p := &Plugin{
+		Stderr:        stderr,
+		Stdout:        stdout,
+		NewBackend:    capture.New,
+		InNetns:       capture.InNetns,
+		ReportTimeout: time.Second,
+		LookupTimeout: 15 * time.Second,
+		Now:           time.Now,
+	}
+	p.LookupPod = func(ctx context.Context, kubeconfig, namespace, name string) (podinfo.Pod, error) {
+		c, err := podinfo.NewClient(kubeconfig, podinfo.Options{})
+		if err != nil {
+			return podinfo.Pod{}, err
+		}
+		return c.Get(ctx, namespace, name)
+	}
+	p.Report = func(ctx context.Context, socket string, r agentapi.Report) error {
+		return agentapi.SendReport(ctx, socket, r, p.ReportTimeout)
+	}
+	return p
+}
+
+// Funcs returns the plugin's commands for skel.PluginMainFuncs.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.Add, Check: p.Check, Del: p.Del, Status: p.Status, GC: p.GC}
+}
+
+// PodIdentity is the pod named by CNI_ARGS.
+type PodIdentity struct {
+	Namespace string
+	Name      string
+	UID       string
+}
+
+// ParsePodIdentity reads K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID from CNI_ARGS
+// ("K=V;K=V"); other keys are ignored.
+func ParsePodIdentity(cniArgs string) PodIdentity {
+	var id PodIdentity
+	for _, kv := range strings.Split(cniArgs, ";") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "K8S_POD_NAMESPACE":
+			id.Namespace = v
+		case "K8S_POD_NAME":
+			id.Name = v
+		case "K8S_POD_UID":
+			id.UID = v
+		}
+	}
+	return id
+}
+
+func (p *Plugin) logger(level string, cmd string, args *skel.CmdArgs) *slog.Logger {
+	lvl := slog.LevelInfo
+	switch level {
+	case LevelDebug:
+		lvl = slog.LevelDebug
+	case LevelWarn:
+		lvl = slog.LevelWarn
+	case LevelError:
+		lvl = slog.LevelError
+	}
+	h := slog.NewTextHandler(p.Stderr, &slog.HandlerOptions{Level: lvl})
+	return slog.New(h).With("plugin", "sidelane-cni", "cmd", cmd, "containerID", args.ContainerID)
+}
+
+func configError(err error) error {
+	return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+}
+
+// chained parses the configuration and refuses to run without prevResult.
+func chained(args *skel.CmdArgs) (*Config, error) {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return nil, configError(err)
+	}
+	if conf.PrevResult == nil {
+		return nil, configError(errors.New("sidelane-cni config: field \"prevResult\": missing: sidelane-cni is a chained plugin and must follow an interface plugin in the conflist"))
+	}
+	return conf, nil
+}
+
+// Add is CNI ADD.
+func (p *Plugin) Add(args *skel.CmdArgs) error {
+	start := p.Now()
+	conf, err := chained(args)
+	if err != nil {
+		return err
+	}
+	log := p.logger(conf.LogLevel, "ADD", args)
+	id := ParsePodIdentity(args.Args)
+	podIPs, v6 := resultIPs(conf.PrevResult)
+	report := agentapi.Report{
+		Event: agentapi.EventAdd, Namespace: id.Namespace, Name: id.Name, UID: id.UID,
+		ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, PodIPs: podIPs,
+	}
+	pass := func(state, reason string) error {
+		log.Info("pass through", "pod", id.Namespace+"/"+id.Name, "reason", reason)
+		if id.Name != "" {
+			report.State, report.Reason = state, reason
+			p.sendReport(conf, log, report, start)
+		}
+		return p.printResult(conf)
+	}
+	fail := func(err error) error {
+		log.Error("ADD failed", "pod", id.Namespace+"/"+id.Name, "error", err)
+		report.State, report.Reason = agentapi.StateFailed, err.Error()
+		p.sendReport(conf, log, report, start)
+		return err
+	}
+
+	if id.Namespace == "" || id.Name == "" {
+		return pass("", "no pod identity in CNI_ARGS")
+	}
+	if conf.Excluded(id.Namespace) {
+		return pass(agentapi.StateSkipped, "namespace "+id.Namespace+" is excluded")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.LookupTimeout)
+	pod, err := p.LookupPod(ctx, conf.Kubeconfig, id.Namespace, id.Name)
+	cancel()
+	if err != nil {
+		return fail(types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sidelane-cni: cannot decide whether to capture pod %s/%s: %v", id.Namespace, id.Name, err), ""))
+	}
+	if id.UID != "" && pod.UID != "" && pod.UID != id.UID {
+		return fail(types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sidelane-cni: pod %s/%s: the API server has uid %s, the runtime asks for uid %s (pod replaced)", id.Namespace, id.Name, pod.UID, id.UID), ""))
+	}
+	dec := Decide(PodFacts{
+		Namespace: pod.Namespace, Labels: pod.Labels, Annotations: pod.Annotations,
+		Containers: pod.Containers, NativeSidecars: pod.NativeSidecars,
+	}, conf.Excluded)
+	if !dec.Capture {
+		return pass(agentapi.StateSkipped, dec.Reason)
+	}
+	settings, err := redirect.FromAnnotations(pod.Annotations)
+	if err != nil {
+		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %w", id.Namespace, id.Name, err))
+	}
+	report.Settings = &settings
+	for _, ip := range pod.PodIPs {
+		if a := net.ParseIP(ip); a != nil && a.To4() == nil {
+			v6 = true
+		}
+	}
+	backend, err := p.NewBackend(conf.Backend)
+	if err != nil {
+		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %w", id.Namespace, id.Name, err))
+	}
+	report.Backend = backend.Name()
+	rs := rules.Build(settings, families(v6)...)
+	st := State{
+		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
+		Namespace: id.Namespace, Name: id.Name, UID: pod.UID, Backend: backend.Name(),
+		IPv6: v6, Settings: settings, Time: p.Now().UTC(),
+	}
+	// The state is written first so that a DEL after a failed or interrupted ADD still knows
+	// which backend to clean up with.
+	if err := saveState(conf.StateDir, st); err != nil {
+		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %w", id.Namespace, id.Name, err))
+	}
+	if err := p.InNetns(args.Netns, func() error { return backend.Apply(rs) }); err != nil {
+		cleanErr := p.InNetns(args.Netns, backend.Remove)
+		if cleanErr == nil {
+			cleanErr = deleteState(conf.StateDir, args.ContainerID, args.IfName)
+		}
+		if cleanErr != nil {
+			log.Error("cleanup after failed apply", "error", cleanErr)
+		}
+		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: apply %s rules: %w", id.Namespace, id.Name, backend.Name(), err))
+	}
+	report.State, report.Reason = agentapi.StateCaptured, dec.Reason
+	report.Rules = backend.Expected(rs)
+	log.Info("captured", "pod", id.Namespace+"/"+id.Name, "backend", backend.Name(), "ipv6", v6, "rules", len(report.Rules))
+	p.sendReport(conf, log, report, start)
+	return p.printResult(conf)
+}
+
+// Check is CNI CHECK: the rules of a captured attachment must be exactly the expected ones.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	start := p.Now()
+	conf, err := chained(args)
+	if err != nil {
+		return err
+	}
+	log := p.logger(conf.LogLevel, "CHECK", args)
+	st, ok, err := loadState(conf.StateDir, args.ContainerID, args.IfName)
+	if err != nil {
+		return fmt.Errorf("sidelane-cni CHECK: %w", err)
+	}
+	if !ok {
+		log.Debug("attachment not captured by sidelane-cni: nothing to check")
+		return nil
+	}
+	netns := args.Netns
+	if netns == "" {
+		netns = st.Netns
+	}
+	backend, err := p.NewBackend(st.Backend)
+	if err != nil {
+		return fmt.Errorf("sidelane-cni CHECK: pod %s/%s: %w", st.Namespace, st.Name, err)
+	}
+	rs := rules.Build(st.Settings, families(st.IPv6)...)
+	expected := backend.Expected(rs)
+	var live []string
+	if err := p.InNetns(netns, func() error {
+		var err error
+		live, err = backend.Live()
+		return err
+	}); err != nil {
+		return fmt.Errorf("sidelane-cni CHECK: pod %s/%s: read %s rules: %w", st.Namespace, st.Name, backend.Name(), err)
+	}
+	podIPs, _ := resultIPs(conf.PrevResult)
+	report := agentapi.Report{
+		Event: agentapi.EventCheck, Namespace: st.Namespace, Name: st.Name, UID: st.UID,
+		ContainerID: args.ContainerID, Netns: netns, IfName: args.IfName, PodIPs: podIPs,
+		State: agentapi.StateCaptured, Backend: backend.Name(), Settings: &st.Settings, Rules: live,
+	}
+	diff := rules.Diff(expected, live)
+	if len(diff) == 0 {
+		log.Debug("rules in place", "pod", st.Namespace+"/"+st.Name)
+		p.sendReport(conf, log, report, start)
+		return nil
+	}
+	report.State = agentapi.StateDrifted
+	if len(live) == 0 {
+		report.State = agentapi.StateMissing
+	}
+	err = fmt.Errorf("sidelane-cni CHECK: pod %s/%s: %s rules in netns %s differ from the expected ones (- expected but absent, + present but unexpected):\n%s",
+		st.Namespace, st.Name, backend.Name(), netns, strings.Join(diff, "\n"))
+	report.Reason = err.Error()
+	log.Error("CHECK failed", "pod", st.Namespace+"/"+st.Name, "diff", len(diff))
+	p.sendReport(conf, log, report, start)
+	return err
+}
+
+// Del is CNI DEL: remove our rules when the netns still exists, forget the attachment. It is
+// idempotent and tolerates a missing or empty netns.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	start := p.Now()
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return configError(err)
+	}
+	log := p.logger(conf.LogLevel, "DEL", args)
+	id := ParsePodIdentity(args.Args)
+	st, ok, err := loadState(conf.StateDir, args.ContainerID, args.IfName)
+	if err != nil {
+		return fmt.Errorf("sidelane-cni DEL: %w", err)
+	}
+	if !ok {
+		log.Debug("attachment not captured by sidelane-cni: nothing to remove")
+		if id.Name != "" && !conf.Excluded(id.Namespace) {
+			p.sendReport(conf, log, agentapi.Report{Event: agentapi.EventDel, Namespace: id.Namespace, Name: id.Name,
+				UID: id.UID, ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName,
+				Reason: "deleted (not captured)"}, start)
+		}
+		return nil
+	}
+	netns := args.Netns
+	if netns == "" {
+		netns = st.Netns
+	}
+	reason := "deleted: rules removed"
+	if err := p.removeIn(netns, st.Backend); err != nil {
+		return fmt.Errorf("sidelane-cni DEL: pod %s/%s: %w", st.Namespace, st.Name, err)
+	} else if !netnsExists(netns) {
+		reason = "deleted: network namespace already gone"
+	}
+	if err := deleteState(conf.StateDir, args.ContainerID, args.IfName); err != nil {
+		return fmt.Errorf("sidelane-cni DEL: %w", err)
+	}
+	log.Info("removed", "pod", st.Namespace+"/"+st.Name, "reason", reason)
+	p.sendReport(conf, log, agentapi.Report{Event: agentapi.EventDel, Namespace: st.Namespace, Name: st.Name,
+		UID: st.UID, ContainerID: args.ContainerID, Netns: netns, IfName: args.IfName, Backend: st.Backend,
+		Reason: reason}, start)
+	return nil
+}
+
+// removeIn removes our rules from netns with the named backend; a missing or empty (not a
+// namespace) path means there is nothing left to remove.
+func (p *Plugin) removeIn(netns, backendName string) error {
+	if !netnsExists(netns) {
+		return nil
+	}
+	backend, err := p.NewBackend(backendName)
+	if err != nil {
+		return err
+	}
+	if err := p.InNetns(netns, backend.Remove); err != nil {
+		return fmt.Errorf("remove %s rules: %w", backend.Name(), err)
+	}
+	return nil
+}
+
+// netnsExists reports whether path is a network namespace that can still be entered.
+func netnsExists(path string) bool {
+	if path == "" {
+		return false
+	}
+	return ns.IsNSorErr(path) == nil
+}
+
+// Status is CNI STATUS (1.1): the plugin is not ready without a readable kubeconfig.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return configError(err)
+	}
+	if err := podinfo.CheckKubeconfig(conf.Kubeconfig); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "sidelane-cni not ready: "+err.Error(), "")
+	}
+	return nil
+}
+
+// GC is CNI GC (1.1): forget (and clean, if their netns still exists) the attachments that are
+// not in cni.dev/valid-attachments.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return configError(err)
+	}
+	log := p.logger(conf.LogLevel, "GC", args)
+	valid := map[types.GCAttachment]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid[a] = true
+	}
+	paths, err := listStates(conf.StateDir)
+	if err != nil {
+		return fmt.Errorf("sidelane-cni GC: %w", err)
+	}
+	var errs []error
+	for _, path := range paths {
+		st, ok, err := readState(path)
+		if err != nil || !ok {
+			errs = append(errs, err)
+			continue
+		}
+		if valid[types.GCAttachment{ContainerID: st.ContainerID, IfName: st.IfName}] {
+			continue
+		}
+		if err := p.removeIn(st.Netns, st.Backend); err != nil {
+			log.Warn("GC: could not remove rules of a stale attachment", "pod", st.Namespace+"/"+st.Name, "netns", st.Netns, "error", err)
+		}
+		if err := deleteState(conf.StateDir, st.ContainerID, st.IfName); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		log.Info("GC: dropped stale attachment", "pod", st.Namespace+"/"+st.Name, "containerID", st.ContainerID, "ifName", st.IfName)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sidelane-cni GC: %w", err)
+	}
+	return nil
+}
+
+// printResult prints prevResult back unchanged, in the configuration's version: the same as
+// types.PrintResult, to p.Stdout.
+func (p *Plugin) printResult(conf *Config) error {
+	r, err := conf.PrevResult.GetAsVersion(conf.CNIVersion)
+	if err != nil {
+		return fmt.Errorf("sidelane-cni: prevResult as version %s: %w", conf.CNIVersion, err)
+	}
+	return r.PrintTo(p.Stdout)
+}
+
+func (p *Plugin) sendReport(conf *Config, log *slog.Logger, r agentapi.Report, start time.Time) {
+	r.Time = p.Now().UTC()
+	r.Duration = r.Time.Sub(start)
+	if err := p.Report(context.Background(), conf.AgentSocket, r); err != nil {
+		log.Warn("node agent not told (best effort)", "error", err)
+	}
+}
+
+// families returns the IP families of the ruleset.
+func families(v6 bool) []rules.Family {
+	if v6 {
+		return []rules.Family{rules.IPv4, rules.IPv6}
+	}
+	return []rules.Family{rules.IPv4}
+}
+
+// resultIPs returns the addresses of a CNI result and whether one of them is IPv6.
+func resultIPs(r types.Result) (ips []string, v6 bool) {
+	if r == nil {
+		return nil, false
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, false
+	}
+	for _, ip := range res.IPs {
+		ips = append(ips, ip.Address.IP.String())
+		if ip.Address.IP.To4() == nil {
+			v6 = true
+		}
+	}
+	return ips, v6
+}

@@ -1,0 +1,68 @@
+package cniplugin
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sidelane/sidelane/internal/contract"
+)
+
+func TestDecide(t *testing.T) {
+	status := map[string]string{contract.StatusAnnotation: `{"containers":["sidelane-proxy"],"version":"v1"}`}
+	with := func(m map[string]string, k, v string) map[string]string {
+		out := map[string]string{k: v}
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
+	}
+	excluded := func(ns string) bool { return slices.Contains([]string{"kube-system", "sidelane-system"}, ns) }
+	tests := []struct {
+		name    string
+		pod     PodFacts
+		capture bool
+		reason  string
+	}{
+		{"injected", PodFacts{Namespace: "app", Annotations: status, Containers: []string{"app", "sidelane-proxy"}}, true, "injected"},
+		{"native sidecar", PodFacts{Namespace: "app", Annotations: status, Containers: []string{"app"}, NativeSidecars: []string{"sidelane-proxy"}}, true, "injected"},
+		{"opt-in label does not replace injection", PodFacts{Namespace: "app", Labels: map[string]string{contract.InjectLabel: "true"}, Containers: []string{"app"}}, false, "no sidelane.io/status"},
+		{"no status annotation", PodFacts{Namespace: "app", Containers: []string{"app", "sidelane-proxy"}}, false, "no sidelane.io/status"},
+		{"status but no proxy container", PodFacts{Namespace: "app", Annotations: status, Containers: []string{"app"}}, false, "no sidelane-proxy container"},
+		{"proxy only as a plain init container", PodFacts{Namespace: "app", Annotations: status, Containers: []string{"app"}, NativeSidecars: nil}, false, "no sidelane-proxy container"},
+		{"opted out by label", PodFacts{Namespace: "app", Labels: map[string]string{contract.InjectLabel: "false"}, Annotations: status, Containers: []string{"sidelane-proxy"}}, false, "label"},
+		{"opted out by annotation", PodFacts{Namespace: "app", Annotations: with(status, contract.InjectLabel, "false"), Containers: []string{"sidelane-proxy"}}, false, "annotation"},
+		{"opt-in annotation true is fine", PodFacts{Namespace: "app", Annotations: with(status, contract.InjectLabel, "true"), Containers: []string{"sidelane-proxy"}}, true, "injected"},
+		{"excluded namespace", PodFacts{Namespace: "kube-system", Annotations: status, Containers: []string{"sidelane-proxy"}}, false, "excluded"},
+		{"own namespace", PodFacts{Namespace: "sidelane-system", Annotations: status, Containers: []string{"sidelane-proxy"}}, false, "excluded"},
+		{"nil everything", PodFacts{}, false, "no sidelane.io/status"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(tt.pod, excluded)
+			if d.Capture != tt.capture {
+				t.Errorf("Capture = %v, want %v (reason %q)", d.Capture, tt.capture, d.Reason)
+			}
+			if !strings.Contains(d.Reason, tt.reason) {
+				t.Errorf("Reason = %q, want it to contain %q", d.Reason, tt.reason)
+			}
+		})
+	}
+}
+
+func TestParsePodIdentity(t *testing.T) {
+	tests := []struct {
+		args string
+		want PodIdentity
+	}{
+		{"IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u-1", PodIdentity{"ns", "web-0", "u-1"}},
+		{"K8S_POD_NAME=a", PodIdentity{Name: "a"}},
+		{"", PodIdentity{}},
+		{"garbage;;=;K8S_POD_NAMESPACE=x", PodIdentity{Namespace: "x"}},
+	}
+	for _, tt := range tests {
+		if got := ParsePodIdentity(tt.args); got != tt.want {
+			t.Errorf("ParsePodIdentity(%q) = %+v, want %+v", tt.args, got, tt.want)
+		}
+	}
+}
