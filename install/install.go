@@ -122,7 +122,7 @@ func reconcileList(cfg Config, st *state, p *primary) (outcome, error) {
 			return out, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	entry, err := conflist.Entry(original, cfg.PluginConfig)
+	entry, err := conflist.Entry(p.Bytes, cfg.PluginConfig)
 	if err != nil {
 		return out, fmt.Errorf("%s: %w", name, err)
 	}

@@ -78,41 +78,49 @@ func (k *kubeconfigWriter) writeKubeconfig() error {
 // refresh copies or mints the token, writes it and the kubeconfig, and returns when the token
 // must be refreshed next (zero for source A, which is driven by file events and resyncs).
 func (k *kubeconfigWriter) refresh(ctx context.Context) (time.Time, error) {
+	next, _, err := k.refreshChanged(ctx)
+	return next, err
+}
+
+// refreshChanged is refresh that also reports whether the token copy changed.
+func (k *kubeconfigWriter) refreshChanged(ctx context.Context) (time.Time, bool, error) {
 	var token []byte
 	var next time.Time
 	if k.src.TokenFile != "" {
 		b, err := os.ReadFile(k.src.TokenFile)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("kubeconfig: reading token file: %w", err)
+			return time.Time{}, false, fmt.Errorf("kubeconfig: reading token file: %w", err)
 		}
 		token = bytes.TrimSpace(b)
 	} else {
 		issued := k.now()
 		t, expiry, err := k.src.MintToken(ctx)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("kubeconfig: requesting a token for the plugin: %w", err)
+			return time.Time{}, false, fmt.Errorf("kubeconfig: requesting a token for the plugin: %w", err)
 		}
 		token = []byte(strings.TrimSpace(t))
 		life := expiry.Sub(issued)
 		if life <= 0 {
-			return time.Time{}, fmt.Errorf("kubeconfig: minted token already expired at %s", expiry.Format(time.RFC3339))
+			return time.Time{}, false, fmt.Errorf("kubeconfig: minted token already expired at %s", expiry.Format(time.RFC3339))
 		}
 		next = issued.Add(life * 8 / 10)
 	}
 	if len(token) == 0 {
-		return time.Time{}, fmt.Errorf("kubeconfig: the token is empty")
+		return time.Time{}, false, fmt.Errorf("kubeconfig: the token is empty")
 	}
 	if err := os.MkdirAll(filepath.Dir(k.src.HostTokenPath), 0o755); err != nil {
-		return time.Time{}, fmt.Errorf("kubeconfig: %w", err)
+		return time.Time{}, false, fmt.Errorf("kubeconfig: %w", err)
 	}
 	// Token first: the kubeconfig must never point at a missing token file.
+	cur, _ := os.ReadFile(k.src.HostTokenPath)
+	changed := !bytes.Equal(cur, token)
 	if err := writeIfChanged(k.src.HostTokenPath, token, 0o600); err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
 	if err := k.writeKubeconfig(); err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
-	return next, nil
+	return next, changed, nil
 }
 
 // writeIfChanged writes data atomically unless path already holds exactly data with mode.

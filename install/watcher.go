@@ -26,7 +26,7 @@ type Stats struct {
 	Fighting bool
 	// Errors counts failed reconciles (not counting "no primary yet").
 	Errors uint64
-	// TokenRefreshes counts token copies/mints written; TokenErrors the failed ones.
+	// TokenRefreshes counts new tokens written to the host copy; TokenErrors failed refreshes.
 	TokenRefreshes, TokenErrors uint64
 	// LastReinsertLatency is the time from the first file event after an overwrite to our
 	// entry being back.
@@ -145,13 +145,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 	lastNoPrimary := ""
 
 	doToken := func() {
-		next, err := kw.refresh(ctx)
+		next, changed, err := kw.refreshChanged(ctx)
 		w.mu.Lock()
 		if err != nil {
 			w.stats.TokenErrors++
 			w.tokenErr = err
 		} else {
-			w.stats.TokenRefreshes++
+			if changed {
+				w.stats.TokenRefreshes++
+			}
 			w.tokenErr = nil
 		}
 		w.mu.Unlock()

@@ -79,7 +79,7 @@ func Parse(b []byte) (Parsed, error) {
 		if d, ok := tok.(json.Delim); !ok || d != '[' {
 			return p, fmt.Errorf(`invalid conflist: "plugins" is not an array`)
 		}
-		p.ArrayStart = skipSpace(b, before)
+		p.ArrayStart = bytes.IndexByte(b[before:], '[') + before
 		for dec.More() {
 			off := skipSpaceComma(b, int(dec.InputOffset()))
 			var raw json.RawMessage
@@ -109,13 +109,6 @@ func Parse(b []byte) (Parsed, error) {
 		return p, ErrNoPlugins
 	}
 	return p, nil
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
 }
 
 func skipSpaceComma(b []byte, i int) int {
