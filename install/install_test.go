@@ -394,4 +394,3 @@ func TestCopyBinarySkipsIdentical(t *testing.T) {
 		t.Fatalf("temporary files left: %v", left)
 	}
 }
-
