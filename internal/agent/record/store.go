@@ -1,0 +1,398 @@
+// Package record is the node agent's record of the pods on its node: what the CNI plugin
+// reported for each of them (netns, backend, settings, applied rules, state) and what the agent
+// learnt since (missing, drifted, repaired). The record is kept in memory and persisted
+// atomically to one JSON file, so that it survives an agent restart; it is bounded in size.
+//
+// The package takes plain values: the informer side turns Kubernetes pods into PodInfo.
+package record
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sidelane/sidelane/internal/agentapi"
+)
+
+// FileName is the name of the record file in the state directory. It must never change: a new
+// agent reads what an older one wrote.
+const FileName = "pods.json"
+
+// DefaultMaxRecords bounds the record; beyond it the least recently updated records go first.
+const DefaultMaxRecords = 4096
+
+// maxReason bounds a record's reason text.
+const maxReason = 1024
+
+// Record is one pod's record: the API view plus what the agent needs to inspect and repair.
+type Record struct {
+	agentapi.PodRecord
+	// Rules is the canonical listing of the rules the plugin (or a repair) applied.
+	Rules []string `json:"rules,omitempty"`
+	// Updated is when the record last changed.
+	Updated time.Time `json:"updated"`
+}
+
+// Key returns "namespace/name".
+func Key(namespace, name string) string { return namespace + "/" + name }
+
+// PodInfo is what the agent knows about a pod from the API server.
+type PodInfo struct {
+	Namespace, Name, UID string
+	PodIPs               []string
+	// Injected is true for a pod that must be captured (DESIGN.md "Pod selection").
+	Injected bool
+	// Running is true once the pod has a sandbox with an IP (phase Running or Pending with IPs).
+	Running bool
+}
+
+// Store is the record. Its methods are safe for concurrent use.
+type Store struct {
+	path string
+	max  int
+	now  func() time.Time
+
+	mu   sync.Mutex
+	pods map[string]*Record
+}
+
+// fileFormat is the on-disk form.
+type fileFormat struct {
+	Version int       `json:"version"`
+	Pods    []*Record `json:"pods"`
+}
+
+// Open loads the record from dir (created 0700 if absent). A missing file is an empty record;
+// an unreadable one is an error that names the file. max <= 0 means DefaultMaxRecords.
+func Open(dir string, max int) (*Store, error) {
+	if max <= 0 {
+		max = DefaultMaxRecords
+	}
+	s := &Store{max: max, now: time.Now, pods: map[string]*Record{}}
+	if dir == "" {
+		return s, nil // in memory only
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("record state dir: %w", err)
+	}
+	s.path = filepath.Join(dir, FileName)
+	data, err := os.ReadFile(s.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read record: %w", err)
+	}
+	var f fileFormat
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("record file %s: %w", s.path, err)
+	}
+	for _, r := range f.Pods {
+		if r == nil || r.Namespace == "" || r.Name == "" {
+			continue
+		}
+		s.pods[Key(r.Namespace, r.Name)] = r
+	}
+	return s, nil
+}
+
+// SetClock replaces the clock (tests).
+func (s *Store) SetClock(now func() time.Time) { s.now = now }
+
+// Get returns a copy of the record of namespace/name.
+func (s *Store) Get(namespace, name string) (Record, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.pods[Key(namespace, name)]
+	if !ok {
+		return Record{}, false
+	}
+	return clone(r), true
+}
+
+// List returns copies of every record, sorted by namespace and name.
+func (s *Store) List() []Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Record, 0, len(s.pods))
+	for _, r := range s.pods {
+		out = append(out, clone(r))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// ApplyReport records a report of the plugin. ADD and CHECK replace what the record says about
+// the pod's sandbox; DEL forgets the pod when it is about the sandbox the record knows (a DEL
+// of an older sandbox does not remove the newer one's record).
+func (s *Store) ApplyReport(rep agentapi.Report) error {
+	if rep.Namespace == "" || rep.Name == "" {
+		return fmt.Errorf("report: namespace and name are required (got %q/%q)", rep.Namespace, rep.Name)
+	}
+	switch rep.Event {
+	case agentapi.EventAdd, agentapi.EventCheck, agentapi.EventDel:
+	default:
+		return fmt.Errorf("report for %s/%s: unknown event %q (want ADD, CHECK or DEL)", rep.Namespace, rep.Name, rep.Event)
+	}
+	if rep.Event != agentapi.EventDel {
+		switch rep.State {
+		case agentapi.StateCaptured, agentapi.StateSkipped, agentapi.StateFailed, agentapi.StateMissing, agentapi.StateDrifted:
+		default:
+			return fmt.Errorf("report for %s/%s: unknown state %q", rep.Namespace, rep.Name, rep.State)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := Key(rep.Namespace, rep.Name)
+	old := s.pods[key]
+	if rep.Event == agentapi.EventDel {
+		if old != nil && (old.ContainerID == "" || rep.ContainerID == "" || old.ContainerID == rep.ContainerID) {
+			delete(s.pods, key)
+			return s.saveLocked()
+		}
+		return nil
+	}
+	now := s.now()
+	r := &Record{Updated: now}
+	if old != nil && (rep.UID == "" || old.UID == rep.UID) {
+		*r = clone(old)
+		r.Updated = now
+	}
+	r.Namespace, r.Name = rep.Namespace, rep.Name
+	if rep.UID != "" {
+		r.UID = rep.UID
+	}
+	if rep.ContainerID != "" {
+		r.ContainerID = rep.ContainerID
+	}
+	if rep.Netns != "" {
+		r.Netns = rep.Netns
+	}
+	if len(rep.PodIPs) > 0 {
+		r.PodIPs = slices.Clone(rep.PodIPs)
+	}
+	r.State = rep.State
+	r.Reason = truncate(rep.Reason)
+	if rep.Backend != "" {
+		r.Backend = rep.Backend
+	}
+	if rep.Settings != nil {
+		st := *rep.Settings
+		r.Settings = &st
+	}
+	if rep.State == agentapi.StateCaptured {
+		if len(rep.Rules) > 0 {
+			r.Rules = slices.Clone(rep.Rules)
+		}
+		r.LastApplied = rep.Time
+		if r.LastApplied.IsZero() {
+			r.LastApplied = now
+		}
+	}
+	s.pods[key] = r
+	s.boundLocked()
+	return s.saveLocked()
+}
+
+// Update changes the record of namespace/name with fn (which may create it: a zero Record with
+// namespace and name set is passed when there is none) and persists it.
+func (s *Store) Update(namespace, name string, fn func(r *Record)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := Key(namespace, name)
+	r, ok := s.pods[key]
+	if !ok {
+		r = &Record{PodRecord: agentapi.PodRecord{Namespace: namespace, Name: name}}
+	}
+	c := clone(r)
+	fn(&c)
+	c.Namespace, c.Name = namespace, name
+	c.Reason = truncate(c.Reason)
+	c.Updated = s.now()
+	s.pods[key] = &c
+	s.boundLocked()
+	return s.saveLocked()
+}
+
+// Delete forgets namespace/name.
+func (s *Store) Delete(namespace, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := Key(namespace, name)
+	if _, ok := s.pods[key]; !ok {
+		return nil
+	}
+	delete(s.pods, key)
+	return s.saveLocked()
+}
+
+// Observe aligns the record with one pod seen by the informer: a record of an older pod of the
+// same name (another UID) is dropped, and an injected running pod without any record gets one
+// in state missing. It returns the resulting record, if any.
+func (s *Store) Observe(p PodInfo) (Record, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed, err := s.observeLocked(p)
+	if err == nil && changed {
+		err = s.saveLocked()
+	}
+	r, ok := s.pods[Key(p.Namespace, p.Name)]
+	if !ok {
+		return Record{}, false, err
+	}
+	return clone(r), true, err
+}
+
+func (s *Store) observeLocked(p PodInfo) (bool, error) {
+	key := Key(p.Namespace, p.Name)
+	changed := false
+	r, ok := s.pods[key]
+	if ok && p.UID != "" && r.UID != "" && r.UID != p.UID {
+		delete(s.pods, key)
+		ok, changed = false, true
+	}
+	if ok {
+		if r.UID == "" && p.UID != "" {
+			r.UID = p.UID
+			changed = true
+		}
+		if len(r.PodIPs) == 0 && len(p.PodIPs) > 0 {
+			r.PodIPs = slices.Clone(p.PodIPs)
+			changed = true
+		}
+		return changed, nil
+	}
+	if p.Injected && p.Running {
+		s.pods[key] = &Record{
+			PodRecord: agentapi.PodRecord{
+				Namespace: p.Namespace, Name: p.Name, UID: p.UID, PodIPs: slices.Clone(p.PodIPs),
+				State:  agentapi.StateMissing,
+				Reason: "injected pod without a report from the CNI plugin (created before the plugin was installed?)",
+			},
+			Updated: s.now(),
+		}
+		s.boundLocked()
+		return true, nil
+	}
+	return changed, nil
+}
+
+// Sync aligns the record with the complete list of the node's pods (after the informer synced):
+// records of pods that no longer exist are dropped, and every pod is observed.
+func (s *Store) Sync(pods []PodInfo) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := make(map[string]bool, len(pods))
+	changed := false
+	for _, p := range pods {
+		live[Key(p.Namespace, p.Name)] = true
+		c, _ := s.observeLocked(p)
+		changed = changed || c
+	}
+	for key := range s.pods {
+		if !live[key] {
+			delete(s.pods, key)
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return s.saveLocked()
+}
+
+// PodDeleted drops the record of a deleted pod (uid "" matches any).
+func (s *Store) PodDeleted(namespace, name, uid string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := Key(namespace, name)
+	r, ok := s.pods[key]
+	if !ok || (uid != "" && r.UID != "" && r.UID != uid) {
+		return nil
+	}
+	delete(s.pods, key)
+	return s.saveLocked()
+}
+
+// boundLocked drops the least recently updated records beyond the bound.
+func (s *Store) boundLocked() {
+	if len(s.pods) <= s.max {
+		return
+	}
+	all := make([]*Record, 0, len(s.pods))
+	for _, r := range s.pods {
+		all = append(all, r)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Updated.Before(all[j].Updated) })
+	for _, r := range all[:len(all)-s.max] {
+		delete(s.pods, Key(r.Namespace, r.Name))
+	}
+}
+
+// saveLocked writes the record atomically: a temporary file in the same directory, synced,
+// then renamed over the old one.
+func (s *Store) saveLocked() error {
+	if s.path == "" {
+		return nil
+	}
+	f := fileFormat{Version: 1, Pods: make([]*Record, 0, len(s.pods))}
+	for _, r := range s.pods {
+		f.Pods = append(f.Pods, r)
+	}
+	sort.Slice(f.Pods, func(i, j int) bool {
+		return Key(f.Pods[i].Namespace, f.Pods[i].Name) < Key(f.Pods[j].Namespace, f.Pods[j].Name)
+	})
+	data, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode record: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(s.path), "."+FileName+".*")
+	if err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write record %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync record %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write record %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), s.path); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	return nil
+}
+
+func clone(r *Record) Record {
+	c := *r
+	c.PodIPs = slices.Clone(r.PodIPs)
+	c.Rules = slices.Clone(r.Rules)
+	if r.Settings != nil {
+		st := *r.Settings
+		c.Settings = &st
+	}
+	return c
+}
+
+func truncate(s string) string {
+	if len(s) > maxReason {
+		return s[:maxReason] + "…"
+	}
+	return s
+}
