@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// accessLog writes one JSON line per HTTP request. Lines are buffered and flushed at least
+// every flushEvery (and on Close), so that logging costs no write system call per request.
+type accessLog struct {
+	mu      sync.Mutex
+	w       *bufio.Writer
+	line    []byte
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+const flushEvery = 100 * time.Millisecond
+
+func newAccessLog(w io.Writer) *accessLog {
+	l := &accessLog{w: bufio.NewWriterSize(w, 32<<10), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go l.flusher()
+	return l
+}
+
+func (l *accessLog) flusher() {
+	defer close(l.stopped)
+	t := time.NewTicker(flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			l.mu.Lock()
+			if l.w.Buffered() > 0 {
+				l.w.Flush()
+			}
+			l.mu.Unlock()
+		case <-l.stop:
+			l.mu.Lock()
+			l.w.Flush()
+			l.mu.Unlock()
+			return
+		}
+	}
+}
+
+// Close flushes what is buffered and stops the flusher.
+func (l *accessLog) Close() {
+	close(l.stop)
+	<-l.stopped
+}
+
+// entry is one access-log record (the field names are the log's contract, docs/proxy.md).
+type entry struct {
+	start     time.Time
+	direction Direction
+	dst       netip.AddrPort
+	method    []byte
+	authority []byte
+	path      []byte
+	status    int
+	reqBytes  int64
+	respBytes int64
+	duration  time.Duration
+	err       string
+}
+
+func (l *accessLog) write(e *entry) {
+	l.mu.Lock()
+	b := l.line[:0]
+	b = append(b, `{"time":"`...)
+	b = e.start.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","direction":"`...)
+	b = append(b, e.direction.String()...)
+	b = append(b, `","original_dst":"`...)
+	b = e.dst.AppendTo(b)
+	b = append(b, `","method":`...)
+	b = appendJSONString(b, e.method)
+	b = append(b, `,"authority":`...)
+	b = appendJSONString(b, e.authority)
+	b = append(b, `,"path":`...)
+	b = appendJSONString(b, e.path)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.status), 10)
+	b = append(b, `,"request_bytes":`...)
+	b = strconv.AppendInt(b, e.reqBytes, 10)
+	b = append(b, `,"response_bytes":`...)
+	b = strconv.AppendInt(b, e.respBytes, 10)
+	b = append(b, `,"duration_ms":`...)
+	b = strconv.AppendFloat(b, float64(e.duration.Nanoseconds())/1e6, 'f', 3, 64)
+	if e.err != "" {
+		b = append(b, `,"error":`...)
+		b = appendJSONString(b, []byte(e.err))
+	}
+	b = append(b, "}\n"...)
+	l.w.Write(b)
+	l.line = b
+	l.mu.Unlock()
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b []byte, s []byte) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20 || c == 0x7f:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, "\ufffd"...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,164 @@
+// Package proxy is sidelane-proxy, the transparent sidecar proxy of DESIGN.md: it accepts the
+// connections the redirect rules send to its inbound (15006) and outbound (15001) capture
+// ports, finds each connection's original destination (SO_ORIGINAL_DST), and forwards it there:
+// HTTP/1.x through its own small codec (package httpcodec) with per-request access log and
+// Prometheus metrics, anything else as a raw TCP relay with half-close. It also serves
+// readiness, Prometheus and admin endpoints and drains gracefully.
+package proxy
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/sidelane/sidelane/internal/contract"
+)
+
+// Config is every port and limit of the proxy.
+type Config struct {
+	InboundPort    int    `json:"inboundPort"`
+	OutboundPort   int    `json:"outboundPort"`
+	AdminAddr      string `json:"adminAddr"`      // 127.0.0.1 only by default
+	HealthAddr     string `json:"healthAddr"`     // :15021
+	PrometheusAddr string `json:"prometheusAddr"` // :15090
+
+	// InboundSourceIPv4/IPv6 are the source addresses inbound traffic is forwarded to the
+	// application from (DESIGN.md: 127.0.0.6 and ::6).
+	InboundSourceIPv4 string `json:"inboundSourceIPv4"`
+	InboundSourceIPv6 string `json:"inboundSourceIPv6"`
+
+	MaxConnections int           `json:"maxConnections"` // accepted connections at once (both ports)
+	MaxHeaderBytes int           `json:"maxHeaderBytes"` // request/response head limit (431 beyond)
+	PeekTimeout    time.Duration `json:"peekTimeout"`    // wait for a client's first bytes before raw TCP
+	HeaderTimeout  time.Duration `json:"headerTimeout"`  // whole request head (slowloris)
+	IdleTimeout    time.Duration `json:"idleTimeout"`    // keep-alive client connection between requests
+	DialTimeout    time.Duration `json:"dialTimeout"`    // upstream connect
+	UpstreamIdle   time.Duration `json:"upstreamIdle"`   // pooled upstream connection kept idle
+	MaxIdlePerDest int           `json:"maxIdlePerDest"` // pooled upstream connections per destination
+	DrainTimeout   time.Duration `json:"drainTimeout"`   // SIGTERM: in-flight work gets this long
+	AccessLog      bool          `json:"accessLog"`      // JSON line per HTTP request on stdout
+}
+
+// Defaults returns DESIGN.md's ports and the default limits.
+func Defaults() Config {
+	return Config{
+		InboundPort:       contract.InboundCapturePort,
+		OutboundPort:      contract.OutboundCapturePort,
+		AdminAddr:         fmt.Sprintf("127.0.0.1:%d", contract.AdminPort),
+		HealthAddr:        fmt.Sprintf(":%d", contract.HealthPort),
+		PrometheusAddr:    fmt.Sprintf(":%d", contract.PrometheusPort),
+		InboundSourceIPv4: contract.InboundPassthroughIPv4,
+		InboundSourceIPv6: contract.InboundPassthroughIPv6,
+		MaxConnections:    16384,
+		MaxHeaderBytes:    64 << 10,
+		PeekTimeout:       200 * time.Millisecond,
+		HeaderTimeout:     10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		DialTimeout:       5 * time.Second,
+		UpstreamIdle:      30 * time.Second,
+		MaxIdlePerDest:    256,
+		DrainTimeout:      25 * time.Second,
+		AccessLog:         true,
+	}
+}
+
+// BindFlags registers a flag for every field of c; each flag's default is taken from its
+// environment variable (SIDELANE_PROXY_<NAME>) when set, else from c. Bad environment values
+// are returned as an error naming the variable.
+func BindFlags(fs *flag.FlagSet, c *Config) error {
+	var errs []error
+	intVar := func(p *int, name, env, usage string) {
+		if v, ok := os.LookupEnv(env); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w", env, v, err))
+			} else {
+				*p = n
+			}
+		}
+		fs.IntVar(p, name, *p, usage+" (env "+env+")")
+	}
+	strVar := func(p *string, name, env, usage string) {
+		if v, ok := os.LookupEnv(env); ok {
+			*p = v
+		}
+		fs.StringVar(p, name, *p, usage+" (env "+env+")")
+	}
+	durVar := func(p *time.Duration, name, env, usage string) {
+		if v, ok := os.LookupEnv(env); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w", env, v, err))
+			} else {
+				*p = d
+			}
+		}
+		fs.DurationVar(p, name, *p, usage+" (env "+env+")")
+	}
+	boolVar := func(p *bool, name, env, usage string) {
+		if v, ok := os.LookupEnv(env); ok {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w", env, v, err))
+			} else {
+				*p = b
+			}
+		}
+		fs.BoolVar(p, name, *p, usage+" (env "+env+")")
+	}
+	const e = "SIDELANE_PROXY_"
+	intVar(&c.InboundPort, "inbound-port", e+"INBOUND_PORT", "inbound capture port")
+	intVar(&c.OutboundPort, "outbound-port", e+"OUTBOUND_PORT", "outbound capture port")
+	strVar(&c.AdminAddr, "admin-addr", e+"ADMIN_ADDR", "admin listen address")
+	strVar(&c.HealthAddr, "health-addr", e+"HEALTH_ADDR", "readiness listen address")
+	strVar(&c.PrometheusAddr, "prometheus-addr", e+"PROMETHEUS_ADDR", "Prometheus listen address")
+	strVar(&c.InboundSourceIPv4, "inbound-source-ipv4", e+"INBOUND_SOURCE_IPV4", "source address of inbound forwarding (IPv4)")
+	strVar(&c.InboundSourceIPv6, "inbound-source-ipv6", e+"INBOUND_SOURCE_IPV6", "source address of inbound forwarding (IPv6)")
+	intVar(&c.MaxConnections, "max-connections", e+"MAX_CONNECTIONS", "connections accepted at once")
+	intVar(&c.MaxHeaderBytes, "max-header-bytes", e+"MAX_HEADER_BYTES", "largest request or response head")
+	durVar(&c.PeekTimeout, "peek-timeout", e+"PEEK_TIMEOUT", "wait for a client's first bytes before relaying raw TCP")
+	durVar(&c.HeaderTimeout, "header-timeout", e+"HEADER_TIMEOUT", "time to read a whole request head")
+	durVar(&c.IdleTimeout, "idle-timeout", e+"IDLE_TIMEOUT", "idle keep-alive client connection timeout")
+	durVar(&c.DialTimeout, "dial-timeout", e+"DIAL_TIMEOUT", "upstream connect timeout")
+	durVar(&c.UpstreamIdle, "upstream-idle-timeout", e+"UPSTREAM_IDLE_TIMEOUT", "pooled upstream connection idle time")
+	intVar(&c.MaxIdlePerDest, "max-idle-per-destination", e+"MAX_IDLE_PER_DESTINATION", "pooled upstream connections per destination")
+	durVar(&c.DrainTimeout, "drain-timeout", e+"DRAIN_TIMEOUT", "time in-flight work gets after SIGTERM")
+	boolVar(&c.AccessLog, "access-log", e+"ACCESS_LOG", "JSON access-log line per HTTP request on stdout")
+	if len(errs) > 0 {
+		return fmt.Errorf("proxy configuration: %v", errs)
+	}
+	return nil
+}
+
+// Validate checks c and names the first bad field.
+func (c Config) Validate() error {
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"inbound-port", c.InboundPort}, {"outbound-port", c.OutboundPort}} {
+		if p.v < 1 || p.v > 65535 {
+			return fmt.Errorf("%s %d: not a port", p.name, p.v)
+		}
+	}
+	if c.InboundPort == c.OutboundPort {
+		return fmt.Errorf("inbound-port and outbound-port are both %d", c.InboundPort)
+	}
+	if c.MaxConnections < 1 {
+		return fmt.Errorf("max-connections %d: must be at least 1", c.MaxConnections)
+	}
+	if c.MaxHeaderBytes < 1024 {
+		return fmt.Errorf("max-header-bytes %d: must be at least 1024", c.MaxHeaderBytes)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"peek-timeout", c.PeekTimeout}, {"header-timeout", c.HeaderTimeout}, {"idle-timeout", c.IdleTimeout},
+		{"dial-timeout", c.DialTimeout}, {"upstream-idle-timeout", c.UpstreamIdle}, {"drain-timeout", c.DrainTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s %s: must be positive", d.name, d.v)
+		}
+	}
+	return nil
+}

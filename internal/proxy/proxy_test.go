@@ -1,0 +1,609 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is an access-log sink safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) lines() []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			panic(fmt.Sprintf("access-log line %q: %v", l, err))
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// harness is an in-process proxy whose "original destination" is fixed to upstream (no
+// REDIRECT rules in unit tests; the privileged tests use real ones).
+type harness struct {
+	s      *Server
+	log    *syncBuffer
+	in     string // inbound capture address
+	out    string // outbound capture address
+	done   chan struct{} // closed when Run returns
+	err    error
+	cancel context.CancelFunc
+}
+
+func startProxy(t *testing.T, upstream string, mod func(*Config)) *harness {
+	t.Helper()
+	dst := netip.MustParseAddrPort(upstream)
+	return startProxyDst(t, func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }, mod)
+}
+
+func startProxyDst(t *testing.T, dstFn func(*net.TCPConn) (netip.AddrPort, error), mod func(*Config)) *harness {
+	t.Helper()
+	cfg := Defaults()
+	cfg.InboundPort, cfg.OutboundPort = freePort(t), freePort(t)
+	cfg.AdminAddr, cfg.HealthAddr, cfg.PrometheusAddr = "off", "off", "off"
+	cfg.DrainTimeout = 10 * time.Second
+	if mod != nil {
+		mod(&cfg)
+	}
+	h := &harness{log: &syncBuffer{}, done: make(chan struct{})}
+	s, err := New(cfg, h.log, log.New(io.Discard, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.originalDst = dstFn
+	h.s = s
+	h.in = fmt.Sprintf("127.0.0.1:%d", cfg.InboundPort)
+	h.out = fmt.Sprintf("127.0.0.1:%d", cfg.OutboundPort)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.err = s.Run(ctx); close(h.done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(30 * time.Second):
+			t.Error("proxy did not stop")
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("proxy not ready")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return h
+}
+
+// client returns an HTTP client whose connections all go to addr.
+func client(addr string) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
+		ExpectContinueTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost:   8,
+	}}
+}
+
+func upstreamAddr(u *httptest.Server) string {
+	return u.Listener.Addr().String()
+}
+
+func TestHTTPProxying(t *testing.T) {
+	var mu sync.Mutex
+	var peers []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		peers = append(peers, r.RemoteAddr)
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/echo":
+			// Read the whole body first: Go's HTTP/1 server stops reading a request body
+			// once the response starts.
+			b, _ := io.ReadAll(r.Body)
+			w.Write(b)
+		case "/stream":
+			fl := w.(http.Flusher)
+			for i := 0; i < 5; i++ {
+				fmt.Fprintf(w, "part%d,", i)
+				fl.Flush()
+			}
+		case "/status":
+			w.WriteHeader(http.StatusTeapot)
+		default:
+			io.WriteString(w, "hello "+r.Host)
+		}
+	}))
+	defer up.Close()
+	h := startProxy(t, upstreamAddr(up), nil)
+
+	tests := []struct {
+		name      string
+		addr      string
+		method    string
+		path      string
+		body      io.Reader
+		chunked   bool
+		expect    bool
+		close     bool
+		want      string
+		status    int
+		direction string
+	}{
+		{name: "get inbound", addr: h.in, method: "GET", path: "/", want: "hello svc.test", status: 200, direction: "inbound"},
+		{name: "get outbound", addr: h.out, method: "GET", path: "/", want: "hello svc.test", status: 200, direction: "outbound"},
+		{name: "post length", addr: h.out, method: "POST", path: "/echo", body: strings.NewReader("payload"), want: "payload", status: 200, direction: "outbound"},
+		{name: "post chunked", addr: h.out, method: "POST", path: "/echo", body: strings.NewReader(strings.Repeat("x", 100000)), chunked: true, want: strings.Repeat("x", 100000), status: 200, direction: "outbound"},
+		{name: "expect continue", addr: h.in, method: "PUT", path: "/echo", body: strings.NewReader("after-continue"), expect: true, want: "after-continue", status: 200, direction: "inbound"},
+		{name: "streamed chunked response", addr: h.in, method: "GET", path: "/stream", want: "part0,part1,part2,part3,part4,", status: 200, direction: "inbound"},
+		{name: "status passes", addr: h.in, method: "DELETE", path: "/status", status: 418, direction: "inbound"},
+		{name: "client closes", addr: h.out, method: "GET", path: "/", close: true, want: "hello svc.test", status: 200, direction: "outbound"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.log.lines())
+			req, _ := http.NewRequest(tt.method, "http://svc.test"+tt.path, tt.body)
+			if tt.body != nil && tt.chunked {
+				req.ContentLength = -1
+			}
+			if tt.expect {
+				req.Header.Set("Expect", "100-continue")
+			}
+			req.Close = tt.close
+			resp, err := client(tt.addr).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.status || string(got) != tt.want {
+				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, clipStr(string(got)), tt.status, clipStr(tt.want))
+			}
+			line := waitLogLine(t, h.log, before)
+			if line["direction"] != tt.direction || line["method"] != tt.method || line["path"] != tt.path ||
+				line["authority"] != "svc.test" || line["status"] != float64(tt.status) || line["original_dst"] != upstreamAddr(up) {
+				t.Errorf("access log %v", line)
+			}
+			if line["response_bytes"] != float64(len(tt.want)) {
+				t.Errorf("response_bytes %v, want %d", line["response_bytes"], len(tt.want))
+			}
+		})
+	}
+	// Inbound forwarding comes from 127.0.0.6.
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.HasPrefix(peers[0], "127.0.0.6:") {
+		t.Errorf("inbound request came from %s, want 127.0.0.6", peers[0])
+	}
+	if strings.HasPrefix(peers[1], "127.0.0.6:") {
+		t.Errorf("outbound request came from %s", peers[1])
+	}
+}
+
+func clipStr(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+// waitLogLine waits for the access log to have more than n lines and returns line n.
+func waitLogLine(t *testing.T, l *syncBuffer, n int) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if lines := l.lines(); len(lines) > n {
+			return lines[n]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no access-log line %d", n+1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func rawExchange(t *testing.T, addr, send string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, send)
+	got, _ := io.ReadAll(c)
+	return string(got)
+}
+
+func TestBadRequests(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	h := startProxy(t, upstreamAddr(up), func(c *Config) {
+		c.MaxHeaderBytes = 2048
+		c.HeaderTimeout = 300 * time.Millisecond
+	})
+	tests := []struct {
+		name, send, wantPrefix string
+	}{
+		{"malformed", "GET / HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n", "HTTP/1.1 400 "},
+		{"smuggling", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HTTP/1.1 400 "},
+		{"oversized headers", "GET / HTTP/1.1\r\nHost: x\r\nBig: " + strings.Repeat("a", 4000) + "\r\n\r\n", "HTTP/1.1 431 "},
+		{"slow headers", "GET / HTTP/1.1\r\nHost: x\r\n", "HTTP/1.1 408 "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rawExchange(t, h.out, tt.send); !strings.HasPrefix(got, tt.wantPrefix) {
+				t.Errorf("got %q, want %q...", got, tt.wantPrefix)
+			}
+		})
+	}
+	// The proxy still serves after all that.
+	if got := rawExchange(t, h.out, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 200 ") {
+		t.Errorf("after bad requests: %q", got)
+	}
+}
+
+func TestUpstreamDown(t *testing.T) {
+	h := startProxy(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), nil)
+	if got := rawExchange(t, h.out, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 502 ") {
+		t.Errorf("got %q, want 502", got)
+	}
+}
+
+// tcpServer runs handle for every connection accepted on a loopback port.
+func tcpServer(t *testing.T, handle func(*net.TCPConn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func TestRawRelay(t *testing.T) {
+	tests := []struct {
+		name   string
+		server func(*net.TCPConn)
+		send   string
+		want   string
+	}{
+		{
+			// Server-first (MySQL, SMTP): the client says nothing until the banner comes.
+			name: "server first",
+			server: func(c *net.TCPConn) {
+				io.WriteString(c, "220 banner\r\n")
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				io.WriteString(c, "echo "+line)
+			},
+			send: "", want: "220 banner\r\necho QUIT\r\n",
+		},
+		{
+			// Half-close: the server answers only after the client's end of stream.
+			name: "half close",
+			server: func(c *net.TCPConn) {
+				all, _ := io.ReadAll(c)
+				io.WriteString(c, "got "+string(all))
+			},
+			send: "\x16\x03\x01binary TLS-ish data", want: "got \x16\x03\x01binary TLS-ish data",
+		},
+		{
+			name: "http2 prior knowledge is raw",
+			server: func(c *net.TCPConn) {
+				all, _ := io.ReadAll(c)
+				c.Write(all)
+			},
+			send: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", want: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startProxy(t, tcpServer(t, tt.server), nil)
+			c, err := net.Dial("tcp", h.out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			tc := c.(*net.TCPConn)
+			if tt.send == "" {
+				br := bufio.NewReader(tc)
+				banner, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.WriteString(tc, "QUIT\r\n")
+				rest, _ := io.ReadAll(br)
+				if got := banner + string(rest); got != tt.want {
+					t.Fatalf("got %q, want %q", got, tt.want)
+				}
+				return
+			}
+			io.WriteString(tc, tt.send)
+			tc.CloseWrite()
+			got, _ := io.ReadAll(tc)
+			if string(got) != tt.want {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUpgradeTunnel(t *testing.T) {
+	up := tcpServer(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		io.Copy(c, br)
+	})
+	h := startProxy(t, up, nil)
+	c, err := net.Dial("tcp", h.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly")
+	br := bufio.NewReader(c)
+	status, _ := br.ReadString('\n')
+	if !strings.HasPrefix(status, "HTTP/1.1 101") {
+		t.Fatalf("status %q", status)
+	}
+	for {
+		line, _ := br.ReadString('\n')
+		if line == "\r\n" || line == "" {
+			break
+		}
+	}
+	io.WriteString(c, "-more")
+	buf := make([]byte, len("early-more"))
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "early-more" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+
+	t.Run("loop", func(t *testing.T) {
+		h := startProxyDst(t, func(c *net.TCPConn) (netip.AddrPort, error) { return c.LocalAddr().(*net.TCPAddr).AddrPort(), nil }, nil)
+		if got := rawExchange(t, h.out, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); got != "" {
+			t.Errorf("looping connection got %q, want it closed", got)
+		}
+		if h.s.Stats().Refused != 1 {
+			t.Errorf("refused = %d", h.s.Stats().Refused)
+		}
+	})
+	t.Run("connection limit", func(t *testing.T) {
+		h := startProxy(t, upstreamAddr(up), func(c *Config) { c.MaxConnections = 1 })
+		first, err := net.Dial("tcp", h.out)
+		if err != nil {
+			t.Fatalf("%v (stats %+v)", err, h.s.Stats())
+		}
+		defer first.Close()
+		io.WriteString(first, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		first.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(first)
+		if status, _ := br.ReadString('\n'); !strings.HasPrefix(status, "HTTP/1.1 200") {
+			t.Fatalf("first connection: %q", status)
+		}
+		// The first connection is still open: a second one is over the limit.
+		if got := rawExchange(t, h.out, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); got != "" {
+			t.Errorf("second connection got %q, want it closed", got)
+		}
+	})
+}
+
+func TestPooledUpstreamClosedIsRetried(t *testing.T) {
+	// An upstream that closes every connection after one response, without saying so.
+	up := tcpServer(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	h := startProxy(t, up, nil)
+	cl := client(h.out)
+	for i := 0; i < 5; i++ {
+		resp, err := cl.Get("http://x/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+		}
+		time.Sleep(20 * time.Millisecond) // let the upstream's close arrive: this is the case under test
+	}
+}
+
+func TestDrainFinishesInFlight(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, "done")
+	}))
+	defer up.Close()
+	h := startProxy(t, upstreamAddr(up), nil)
+	result := make(chan string, 1)
+	go func() {
+		resp, err := client(h.in).Get("http://x/slow")
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- fmt.Sprintf("%d %s close=%v", resp.StatusCode, b, resp.Close)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.s.Stats().ActiveConnections == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("request never reached the proxy")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.s.Drain()
+	for h.s.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// No new connections once draining.
+	if c, err := net.DialTimeout("tcp", h.in, time.Second); err == nil {
+		c.Close()
+		t.Error("a draining proxy accepted a connection")
+	}
+	close(release)
+	if got := <-result; got != "200 done close=true" {
+		t.Errorf("in-flight request: %s", got)
+	}
+	select {
+	case <-h.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after the drain")
+	}
+}
+
+func TestBindFlagsEnvironment(t *testing.T) {
+	t.Setenv("SIDELANE_PROXY_INBOUND_PORT", "16006")
+	t.Setenv("SIDELANE_PROXY_IDLE_TIMEOUT", "7s")
+	cfg := Defaults()
+	fs := newFlagSet()
+	if err := BindFlags(fs, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"-outbound-port", "16001"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.InboundPort != 16006 || cfg.OutboundPort != 16001 || cfg.IdleTimeout != 7*time.Second {
+		t.Errorf("config %+v", cfg)
+	}
+	t.Setenv("SIDELANE_PROXY_MAX_CONNECTIONS", "many")
+	cfg = Defaults()
+	if err := BindFlags(newFlagSet(), &cfg); err == nil || !strings.Contains(err.Error(), "SIDELANE_PROXY_MAX_CONNECTIONS") {
+		t.Errorf("bad environment value: err = %v", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"bad port", func(c *Config) { c.InboundPort = 70000 }, "inbound-port 70000"},
+		{"same ports", func(c *Config) { c.OutboundPort = c.InboundPort }, "both"},
+		{"no connections", func(c *Config) { c.MaxConnections = 0 }, "max-connections"},
+		{"zero timeout", func(c *Config) { c.PeekTimeout = 0 }, "peek-timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Defaults()
+			tt.mod(&c)
+			err := c.Validate()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{"GET ", 1}, {"GE", 0}, {"POST /", 1}, {"P", 0}, {"PRI * HTTP/2.0", -1}, {"\x16\x03", -1}, {"", 0}, {"OPTIONS", 0},
+	}
+	for _, tt := range tests {
+		if got := classify([]byte(tt.in)); got != tt.want {
+			t.Errorf("classify(%q) = %d, want %d", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{"plain", "quo\"te\\", "ctl\x00\x1f\x7f", "ünïcode", "bad\xff"} {
+		var got string
+		if err := json.Unmarshal(appendJSONString(nil, []byte(s)), &got); err != nil {
+			t.Errorf("%q: %v", s, err)
+		}
+	}
+}
+
+func newFlagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.ContinueOnError) }
