@@ -63,8 +63,8 @@ func freePort(t *testing.T) int {
 type harness struct {
 	s      *Server
 	log    *syncBuffer
-	in     string // inbound capture address
-	out    string // outbound capture address
+	in     string        // inbound capture address
+	out    string        // outbound capture address
 	done   chan struct{} // closed when Run returns
 	err    error
 	cancel context.CancelFunc
