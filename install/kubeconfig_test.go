@@ -110,7 +110,13 @@ func eventually(t *testing.T, what string, timeout time.Duration, f func() error
 	t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
 }
 
-func runWatcher(t *testing.T, cfg Config) *Watcher {
+// testWatcher is a running Watcher that stops at the end of the test (or at stop).
+type testWatcher struct {
+	*Watcher
+	stop func(t *testing.T)
+}
+
+func runWatcher(t *testing.T, cfg Config) testWatcher {
 	t.Helper()
 	w, err := NewWatcher(cfg, nil)
 	if err != nil {
@@ -119,18 +125,22 @@ func runWatcher(t *testing.T, cfg Config) *Watcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var once sync.Once
+	stop := func(t *testing.T) {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("Run did not return after cancel")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	return w
+		})
+	}
+	t.Cleanup(func() { stop(t) })
+	return testWatcher{Watcher: w, stop: stop}
 }
 
 func TestKubeconfigTokenFileRotation(t *testing.T) {
@@ -226,4 +236,8 @@ func TestKubeconfigServerFromEnv(t *testing.T) {
 	if _, err := k.server(); err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
 		t.Fatalf("want an error naming KUBERNETES_SERVICE_HOST, got %v", err)
 	}
+}
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
 }
