@@ -244,3 +244,40 @@ func TestWatcherThenUninstall(t *testing.T) {
 		t.Fatalf("binary left: %v", err)
 	}
 }
+
+// BenchmarkReinsertLatency measures the time from the primary rewriting its conflist (without
+// our entry) to the watcher having put the entry back.
+func BenchmarkReinsertLatency(b *testing.B) {
+	root := b.TempDir()
+	conf := filepath.Join(root, "net.d")
+	os.MkdirAll(conf, 0o755)
+	cfg := Config{CNIConfDir: conf, CNIBinDir: filepath.Join(root, "bin"), StateDir: filepath.Join(root, "state"),
+		FightThreshold: 1 << 30}
+	path := filepath.Join(conf, "10-calico.conflist")
+	os.WriteFile(path, primaryContent(0), 0o644)
+	w, err := NewWatcher(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := contextWithCancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	wait := func(gen int) {
+		deadline := time.Now().Add(30 * time.Second)
+		for chainedOver(path, primaryContent(gen)) != nil {
+			if time.Now().After(deadline) {
+				b.Fatalf("entry not back: %v", chainedOver(path, primaryContent(gen)))
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	wait(0)
+	b.ResetTimer()
+	for i := 1; i <= b.N; i++ {
+		tmp := path + ".primary-tmp"
+		os.WriteFile(tmp, primaryContent(i), 0o644)
+		os.Rename(tmp, path)
+		wait(i)
+	}
+}

@@ -299,7 +299,7 @@ func Remove(doc []byte, pluginType string) (out []byte, found bool, err error) {
 	return out, true, nil
 }
 
-// Has reports whether doc contains exactly n plugins of type pluginType.
+// Count returns how many plugins of type pluginType doc holds.
 func Count(doc []byte, pluginType string) (int, error) {
 	p, err := Parse(doc)
 	if err != nil {
