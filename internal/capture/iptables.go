@@ -25,6 +25,8 @@ const (
 type IPTables struct {
 	variant Variant
 	exec    execer
+	// passthrough adds ::6 to lo for IPv6 rulesets (nil in unit tests, which never touch the host).
+	passthrough func(rules.Ruleset) error
 	// breakApply appends an invalid rule to every restore input (tests of atomicity).
 	breakApply bool
 }
@@ -35,7 +37,12 @@ var _ Backend = (*IPTables)(nil)
 // is detected now, in the calling thread's network namespace: call it from the host's
 // namespace, before entering the pod's.
 func NewIPTables(v Variant) (*IPTables, error) {
-	return newIPTables(v, osExec{})
+	b, err := newIPTables(v, osExec{})
+	if err != nil {
+		return nil, err
+	}
+	b.passthrough = ensurePassthroughAddress
+	return b, nil
 }
 
 func newIPTables(v Variant, ex execer) (*IPTables, error) {
@@ -231,8 +238,14 @@ func (b *IPTables) restore(f rules.Family, input string) error {
 
 // Apply installs rs with one iptables-restore per family (each atomic). Our rules of a family
 // rs does not cover are removed. If the second family fails after the first succeeded, our
-// rules are removed from both, so that nothing half-applied is left.
+// rules are removed from both, so that nothing half-applied is left. For IPv6, lo first gets
+// the passthrough address ::6.
 func (b *IPTables) Apply(rs rules.Ruleset) error {
+	if b.passthrough != nil {
+		if err := b.passthrough(rs); err != nil {
+			return fmt.Errorf("iptables apply (nothing changed): %w", err)
+		}
+	}
 	applied := false
 	for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
 		var err error

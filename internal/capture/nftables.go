@@ -60,8 +60,12 @@ var allFamilies = []rules.Family{rules.IPv4, rules.IPv6}
 // Apply replaces our tables in one netlink transaction: for each family, add the table (so
 // that deleting it cannot fail), delete it with everything in it, and add it again with the
 // ruleset's chains and rules; tables of families rs does not cover are only deleted. The
-// kernel applies the whole batch or none of it.
+// kernel applies the whole batch or none of it. For IPv6, lo first gets the passthrough
+// address ::6.
 func (b *NFTables) Apply(rs rules.Ruleset) error {
+	if err := ensurePassthroughAddress(rs); err != nil {
+		return fmt.Errorf("nftables apply (nothing changed): %w", err)
+	}
 	c, done, err := b.conn()
 	if err != nil {
 		return err
