@@ -1,0 +1,244 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/sidelane/sidelane/internal/agent/auth"
+	"github.com/sidelane/sidelane/internal/agent/metrics"
+	"github.com/sidelane/sidelane/internal/agent/record"
+	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/rules"
+)
+
+// fakeEngine lists one line per family as expected, and whatever live holds per netns.
+type fakeEngine struct{ live map[string][]string }
+
+func (f *fakeEngine) BackendName(b string) (string, error) {
+	if b == "auto" {
+		return "nftables", nil
+	}
+	return b, nil
+}
+func (f *fakeEngine) Expected(_ string, rs rules.Ruleset) ([]string, error) {
+	var out []string
+	for _, fam := range rs.Families {
+		out = append(out, fam.String()+" redirect to "+itoa(rs.Settings.InboundCapturePort))
+	}
+	return out, nil
+}
+func (f *fakeEngine) Live(_, netns string) ([]string, error) { return f.live[netns], nil }
+func (f *fakeEngine) Apply(_, netns string, rs rules.Ruleset) error {
+	f.live[netns], _ = f.Expected("", rs)
+	return nil
+}
+
+func itoa(p uint16) string { b, _ := json.Marshal(p); return string(b) }
+
+// fakeCluster answers TokenReviews (tokens "alice" and "bob" are valid) and
+// SubjectAccessReviews (alice may get pods in ns "team" and list pods; bob may nothing).
+func fakeCluster(reviews *atomic.Int32) *fake.Clientset {
+	cs := fake.NewClientset()
+	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		reviews.Add(1)
+		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview)
+		switch tr.Spec.Token {
+		case "alice", "bob":
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: tr.Spec.Token}}
+		default:
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: false, Error: "invalid bearer token"}
+		}
+		return true, tr, nil
+	})
+	cs.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sar := a.(k8stesting.CreateAction).GetObject().(*authzv1.SubjectAccessReview)
+		ra := sar.Spec.ResourceAttributes
+		nra := sar.Spec.NonResourceAttributes
+		allowed := sar.Spec.User == "alice" && ((ra != nil && ra.Resource == "pods" && ((ra.Verb == "get" && ra.Namespace == "team") || (ra.Verb == "list" && ra.Namespace == ""))) ||
+			(nra != nil && nra.Path == "/metrics" && nra.Verb == "get"))
+		sar.Status = authzv1.SubjectAccessReviewStatus{Allowed: allowed}
+		if !allowed {
+			sar.Status.Reason = "no RBAC rule"
+		}
+		return true, sar, nil
+	})
+	return cs
+}
+
+func newServer(t *testing.T) (*Server, *fakeEngine) {
+	t.Helper()
+	st, err := record.Open(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := redirect.Defaults()
+	for _, rep := range []agentapi.Report{
+		{Event: "ADD", Namespace: "team", Name: "web", UID: "u1", ContainerID: "c1", Netns: "/ns/web", State: "captured", Backend: "nftables", Settings: &s, PodIPs: []string{"10.1.0.5", "fd00::5"}},
+		{Event: "ADD", Namespace: "other", Name: "db", UID: "u2", ContainerID: "c2", Netns: "/ns/db", State: "captured", Backend: "nftables", Settings: &s},
+	} {
+		if err := st.ApplyReport(rep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eng := &fakeEngine{live: map[string][]string{"/ns/web": {"ipv4 redirect to 15006", "ipv6 redirect to 15006"}, "/ns/db": {"ipv4 redirect to 9999"}}}
+	m := metrics.New(func() map[string]int { return map[string]int{"captured": 2} }, nil)
+	return &Server{Node: "node-1", Store: st, Engine: eng, Metrics: m, Ready: func() error { return nil }}, eng
+}
+
+func do(t *testing.T, h http.Handler, method, path, token string, body []byte) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, bytes.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestTCPAuth(t *testing.T) {
+	srv, _ := newServer(t)
+	var reviews atomic.Int32
+	h := srv.TCPHandler(auth.New(fakeCluster(&reviews), time.Minute))
+	for _, tc := range []struct {
+		name, path, token string
+		want               int
+		wantBody           string
+	}{
+		{"no token", "/v1/pods", "", 401, "bearer token is required"},
+		{"bad token", "/v1/pods", "mallory", 401, "invalid bearer token"},
+		{"bad token rules", "/v1/pods/team/web/rules", "mallory", 401, "not authenticated"},
+		{"unauthorized list", "/v1/pods", "bob", 403, `bob\" may not list pods`},
+		{"unauthorized get", "/v1/pods/team/web/rules", "bob", 403, "may not get pods in namespace team named web"},
+		{"other namespace", "/v1/pods/other/db/rules", "alice", 403, "may not get pods in namespace other"},
+		{"authorized list", "/v1/pods", "alice", 200, `"node": "node-1"`},
+		{"authorized rules", "/v1/pods/team/web/rules", "alice", 200, `"inSync": true`},
+		{"metrics unauthorized", "/metrics", "bob", 403, "may not get /metrics"},
+		{"metrics authorized", "/metrics", "alice", 200, "sidelane_agent_pods"},
+		{"healthz needs no token", "/healthz", "", 200, "ok"},
+		{"readyz needs no token", "/readyz", "", 200, "ok"},
+		{"reports not on tcp", "/v1/reports", "alice", 404, "no route"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			method := http.MethodGet
+			if tc.path == "/v1/reports" {
+				method = http.MethodPost
+			}
+			rec := do(t, h, method, tc.path, tc.token, nil)
+			if rec.Code != tc.want || !strings.Contains(rec.Body.String(), tc.wantBody) {
+				t.Fatalf("%s %s as %q: %d %s, want %d containing %q", method, tc.path, tc.token, rec.Code, rec.Body, tc.want, tc.wantBody)
+			}
+		})
+	}
+	// Answers are cached: asking again costs no review.
+	before := reviews.Load()
+	for range 5 {
+		if rec := do(t, h, "GET", "/v1/pods", "alice", nil); rec.Code != 200 {
+			t.Fatalf("cached answer: %d", rec.Code)
+		}
+		if rec := do(t, h, "GET", "/v1/pods", "bob", nil); rec.Code != 403 {
+			t.Fatalf("cached refusal: %d", rec.Code)
+		}
+	}
+	if after := reviews.Load(); after != before {
+		t.Errorf("%d token reviews for cached answers, want 0", after-before)
+	}
+}
+
+func TestUnixRoutes(t *testing.T) {
+	srv, _ := newServer(t)
+	var got []agentapi.Report
+	srv.OnReport = func(r agentapi.Report) { got = append(got, r) }
+	h := srv.UnixHandler()
+
+	// Reports are recorded.
+	body, _ := json.Marshal(agentapi.Report{Event: "ADD", Namespace: "team", Name: "new", ContainerID: "c9", Netns: "/ns/new", State: "failed",
+		Reason: "annotation redirect.sidelane.io/inbound-ports: invalid value", Duration: 3 * time.Millisecond})
+	if rec := do(t, h, "POST", "/v1/reports", "", body); rec.Code != http.StatusNoContent {
+		t.Fatalf("report: %d %s", rec.Code, rec.Body)
+	}
+	if len(got) != 1 || got[0].Name != "new" {
+		t.Errorf("OnReport saw %+v", got)
+	}
+	for _, bad := range []struct{ body, want string }{{"{", "invalid JSON"}, {`{"event":"ADD","namespace":"a","name":"b","state":"nope"}`, `unknown state \"nope\"`}} {
+		if rec := do(t, h, "POST", "/v1/reports", "", []byte(bad.body)); rec.Code != 400 || !strings.Contains(rec.Body.String(), bad.want) {
+			t.Errorf("bad report %s: %d %s", bad.body, rec.Code, rec.Body)
+		}
+	}
+
+	// The pod list has every record.
+	rec := do(t, h, "GET", "/v1/pods", "", nil)
+	var list agentapi.PodList
+	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil || rec.Code != 200 {
+		t.Fatalf("pods: %d %s %v", rec.Code, rec.Body, err)
+	}
+	if list.Node != "node-1" || len(list.Items) != 3 || list.Items[1].Name != "new" || list.Items[1].State != "failed" {
+		t.Errorf("pod list %+v", list)
+	}
+
+	// Rules: in sync (both families, because the pod has an IPv6 address), drifted, unknown.
+	for _, tc := range []struct {
+		path     string
+		code     int
+		inSync   bool
+		diff     []string
+		liveErr  string
+		expected int
+	}{
+		{path: "/v1/pods/team/web/rules", code: 200, inSync: true, expected: 2},
+		{path: "/v1/pods/other/db/rules", code: 200, diff: []string{"+ipv4 redirect to 9999", "-ipv4 redirect to 15006"}, expected: 1},
+		{path: "/v1/pods/team/new/rules", code: 200, liveErr: "no redirect settings known"},
+		{path: "/v1/pods/team/none/rules", code: 404},
+	} {
+		rec := do(t, h, "GET", tc.path, "", nil)
+		if rec.Code != tc.code {
+			t.Fatalf("%s: %d %s", tc.path, rec.Code, rec.Body)
+		}
+		if tc.code != 200 {
+			continue
+		}
+		var v agentapi.RulesView
+		if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
+			t.Fatal(err)
+		}
+		if v.InSync != tc.inSync || len(v.Expected) != tc.expected || strings.Join(v.Diff, "|") != strings.Join(tc.diff, "|") ||
+			!strings.Contains(v.LiveErr, tc.liveErr) || v.Backend != "nftables" {
+			t.Errorf("%s: %+v", tc.path, v)
+		}
+	}
+
+	// Metrics count the requests and the reported ADD latency.
+	rec = do(t, h, "GET", "/metrics", "", nil)
+	for _, want := range []string{`sidelane_agent_api_requests_total{code="204",listener="unix",route="reports"} 1`,
+		"sidelane_agent_plugin_add_duration_seconds_count 1", `sidelane_agent_plugin_reports_total{event="ADD",state="failed"} 1`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	srv, _ := newServer(t)
+	srv.Ready = func() error { return errString("informer not synced") }
+	rec := do(t, srv.UnixHandler(), "GET", "/readyz", "", nil)
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "informer not synced") {
+		t.Fatalf("readyz: %d %s", rec.Code, rec.Body)
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
