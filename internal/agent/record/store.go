@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/redirect"
 )
 
 // FileName is the name of the record file in the state directory. It must never change: a new
@@ -50,6 +51,10 @@ type PodInfo struct {
 	Injected bool
 	// Running is true once the pod has a sandbox with an IP (phase Running or Pending with IPs).
 	Running bool
+	// Settings are the pod's redirect settings from its annotations; SettingsErr says why they
+	// are invalid (then Settings is nil).
+	Settings    *redirect.Settings
+	SettingsErr string
 }
 
 // Store is the record. Its methods are safe for concurrent use.
@@ -277,8 +282,9 @@ func (s *Store) observeLocked(p PodInfo) (bool, error) {
 		s.pods[key] = &Record{
 			PodRecord: agentapi.PodRecord{
 				Namespace: p.Namespace, Name: p.Name, UID: p.UID, PodIPs: slices.Clone(p.PodIPs),
-				State:  agentapi.StateMissing,
-				Reason: "injected pod without a report from the CNI plugin (created before the plugin was installed?)",
+				State:    agentapi.StateMissing,
+				Reason:   "injected pod without a report from the CNI plugin (created before the plugin was installed?)",
+				Settings: p.Settings,
 			},
 			Updated: s.now(),
 		}

@@ -115,8 +115,8 @@ func TestTCPAuth(t *testing.T) {
 	h := srv.TCPHandler(auth.New(fakeCluster(&reviews), time.Minute))
 	for _, tc := range []struct {
 		name, path, token string
-		want               int
-		wantBody           string
+		want              int
+		wantBody          string
 	}{
 		{"no token", "/v1/pods", "", 401, "bearer token is required"},
 		{"bad token", "/v1/pods", "mallory", 401, "invalid bearer token"},

@@ -1,0 +1,174 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sidelane/sidelane/internal/agent/record"
+	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/rules"
+)
+
+// fakeEngine keeps live rules per netns path; applyErr makes Apply fail.
+type fakeEngine struct {
+	live     map[string][]string
+	applyErr error
+	applied  []string
+}
+
+func (f *fakeEngine) BackendName(b string) (string, error) {
+	if b == "auto" {
+		return "nftables", nil
+	}
+	return b, nil
+}
+func (f *fakeEngine) Expected(_ string, rs rules.Ruleset) ([]string, error) {
+	var out []string
+	for _, fam := range rs.Families {
+		out = append(out, fam.String()+" capture")
+	}
+	return out, nil
+}
+func (f *fakeEngine) Live(_, netns string) ([]string, error) {
+	if _, err := os.Stat(netns); err != nil {
+		return nil, err
+	}
+	return f.live[netns], nil
+}
+func (f *fakeEngine) Apply(_, netns string, rs rules.Ruleset) error {
+	if f.applyErr != nil {
+		return f.applyErr
+	}
+	f.applied = append(f.applied, netns)
+	f.live[netns], _ = f.Expected("", rs)
+	return nil
+}
+
+func TestParseMode(t *testing.T) {
+	for _, s := range []string{"inplace", "delete", "off"} {
+		if m, err := ParseMode(s); err != nil || string(m) != s {
+			t.Errorf("ParseMode(%q) = %q, %v", s, m, err)
+		}
+	}
+	if _, err := ParseMode("sometimes"); err == nil || !strings.Contains(err.Error(), `"sometimes"`) {
+		t.Errorf("bad mode: %v", err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	recNS, procNS := filepath.Join(dir, "netns-rec"), filepath.Join(dir, "proc-1-ns-net")
+	for _, p := range []string{recNS, procNS} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defaults := redirect.Defaults()
+	pod := record.PodInfo{Namespace: "ns", Name: "web", UID: "u1", PodIPs: []string{"10.1.0.5"}, Injected: true, Running: true, Settings: &defaults}
+	captured := agentapi.Report{Event: "ADD", Namespace: "ns", Name: "web", UID: "u1", ContainerID: "c1", Netns: recNS, State: "captured", Backend: "nftables", Settings: &defaults}
+	for _, tc := range []struct {
+		name       string
+		mode       Mode
+		report     *agentapi.Report // nil: no report (pod started before the plugin)
+		pod        record.PodInfo
+		live       map[string][]string
+		findErr    bool
+		applyErr   error
+		wantAction string
+		wantState  string // record state afterwards
+		wantFrom   string
+		wantDelete bool
+		wantEvent  string
+	}{
+		{name: "in sync", mode: ModeInPlace, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 capture"}},
+			wantAction: ActionInSync, wantState: "captured", wantFrom: "record"},
+		{name: "drifted repaired via record", mode: ModeInPlace, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 tampered"}},
+			wantAction: ActionInPlace, wantState: "captured", wantFrom: "record", wantEvent: "RulesRepaired"},
+		{name: "missing, no report, found in proc", mode: ModeInPlace, pod: pod, live: map[string][]string{},
+			wantAction: ActionInPlace, wantState: "captured", wantFrom: "proc", wantEvent: "RulesRepaired"},
+		{name: "netns not found: delete", mode: ModeInPlace, pod: pod, live: map[string][]string{}, findErr: true,
+			wantAction: ActionDeleted, wantState: "missing", wantDelete: true, wantEvent: "PodDeletedForRepair"},
+		{name: "apply fails: delete", mode: ModeInPlace, report: &captured, pod: pod, live: map[string][]string{recNS: nil}, applyErr: errors.New("netlink: no"),
+			wantAction: ActionDeleted, wantState: "missing", wantFrom: "record", wantDelete: true, wantEvent: "PodDeletedForRepair"},
+		{name: "delete mode", mode: ModeDelete, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 tampered"}},
+			wantAction: ActionDeleted, wantState: "drifted", wantFrom: "record", wantDelete: true, wantEvent: "PodDeletedForRepair"},
+		{name: "off", mode: ModeOff, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 tampered"}},
+			wantAction: ActionOff, wantState: "drifted", wantFrom: "record", wantEvent: "RulesNotInPlace"},
+		{name: "not injected", mode: ModeInPlace, pod: record.PodInfo{Namespace: "ns", Name: "web", Running: true}, live: map[string][]string{},
+			wantAction: ActionNone},
+		{name: "plugin failed it", mode: ModeInPlace, report: &agentapi.Report{Event: "ADD", Namespace: "ns", Name: "web", UID: "u1", State: "failed"}, pod: pod,
+			live: map[string][]string{}, wantAction: ActionNone, wantState: "failed"},
+		{name: "bad annotations", mode: ModeInPlace, pod: record.PodInfo{Namespace: "ns", Name: "web", UID: "u1", Injected: true, Running: true, SettingsErr: "annotation x: bad"},
+			live: map[string][]string{}, wantAction: ActionNone, wantState: "failed", wantEvent: "RedirectSettingsInvalid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := record.Open(t.TempDir(), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.report != nil {
+				if err := st.ApplyReport(*tc.report); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eng := &fakeEngine{live: tc.live, applyErr: tc.applyErr}
+			var deleted bool
+			var events []string
+			r := &Repairer{
+				Store: st, Engine: eng, Mode: tc.mode, DefaultBackend: "auto",
+				FindNetns: func(ips []string) (string, error) {
+					if tc.findErr || len(ips) == 0 || ips[0] != "10.1.0.5" {
+						return "", errors.New("not found")
+					}
+					return procNS, nil
+				},
+				DeletePod: func(_ context.Context, ns, name, uid string) error {
+					if ns != "ns" || name != "web" || uid != "u1" {
+						t.Errorf("delete %s/%s uid %s", ns, name, uid)
+					}
+					deleted = true
+					return nil
+				},
+				Event: func(_ record.PodInfo, _ bool, reason, _ string) { events = append(events, reason) },
+			}
+			res, err := r.Check(context.Background(), tc.pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Action != tc.wantAction || res.NetnsFrom != tc.wantFrom || deleted != tc.wantDelete {
+				t.Fatalf("result %+v deleted %v, want action %s from %q deleted %v", res, deleted, tc.wantAction, tc.wantFrom, tc.wantDelete)
+			}
+			if got := strings.Join(events, ","); got != tc.wantEvent {
+				t.Errorf("events %q, want %q", got, tc.wantEvent)
+			}
+			rec, ok := st.Get("ns", "web")
+			if tc.wantState == "" {
+				if ok {
+					t.Errorf("record %+v, want none", rec)
+				}
+				return
+			}
+			if !ok || rec.State != tc.wantState {
+				t.Fatalf("record %+v, want state %s", rec, tc.wantState)
+			}
+			if tc.wantAction == ActionInPlace {
+				if rec.Netns == "" || rec.LastApplied.IsZero() || len(rec.Rules) != 1 || rec.Backend != "nftables" {
+					t.Errorf("repaired record %+v", rec)
+				}
+				if len(eng.applied) != 1 {
+					t.Errorf("applied %v", eng.applied)
+				}
+				// A second check finds it in sync and does nothing more.
+				res, err := r.Check(context.Background(), tc.pod)
+				if err != nil || res.Action != ActionInSync || len(eng.applied) != 1 {
+					t.Errorf("second check: %+v %v applied %v", res, err, eng.applied)
+				}
+			}
+		})
+	}
+}
