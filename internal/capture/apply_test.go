@@ -1,7 +1,9 @@
 package capture
 
 import (
+	"errors"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -138,5 +140,52 @@ func TestApplyRemoveTamper(t *testing.T) {
 				t.Fatalf("after a failed Apply in a clean netns: live %q", l)
 			}
 		})
+	}
+}
+
+// TestFamiliesFollowRuleset: re-applying without IPv6 removes our IPv6 rules, and back.
+func TestFamiliesFollowRuleset(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, bc := range backendCases() {
+		t.Run(bc.name, func(t *testing.T) {
+			_, path := newNetns(t)
+			b := bc.new(t)
+			for _, fams := range [][]rules.Family{{rules.IPv4, rules.IPv6}, {rules.IPv4}, {rules.IPv4, rules.IPv6}} {
+				rs := rules.Build(testSettings(), fams...)
+				inNetns(t, path, func() error { return b.Apply(rs) })
+				if d := rules.Diff(b.Expected(rs), live(t, path, b)); d != nil {
+					t.Fatalf("families %v: diff:\n%s", fams, strings.Join(d, "\n"))
+				}
+			}
+			inNetns(t, path, b.Remove)
+		})
+	}
+}
+
+// TestNFTTextIsValid: the readable nftables text of every family is accepted by nft itself.
+func TestNFTTextIsValid(t *testing.T) {
+	testenv.RequireRoot(t)
+	name, _ := newNetns(t)
+	rs := rules.Build(testSettings(), rules.IPv4, rules.IPv6)
+	for _, f := range rs.Families {
+		cmd := exec.Command("ip", "netns", "exec", name, "nft", "-c", "-f", "-")
+		cmd.Stdin = strings.NewReader(rs.NFT(f).Text())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("nft -c rejects the %s text: %v\n%s\n%s", f, err, out, rs.NFT(f).Text())
+		}
+	}
+}
+
+func TestInNetnsErrors(t *testing.T) {
+	err := InNetns("/nonexistent/netns", func() error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/netns") {
+		t.Fatalf("err = %v, want one naming the path", err)
+	}
+	testenv.RequireRoot(t)
+	_, path := newNetns(t)
+	sentinel := errors.New("boom")
+	err = InNetns(path, func() error { return sentinel })
+	if !errors.Is(err, sentinel) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("err = %v, want the wrapped sentinel naming %s", err, path)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"os"
 	"slices"
 
 	"github.com/google/nftables"
@@ -34,18 +33,15 @@ func newNFTables() *NFTables { return &NFTables{} }
 // Name is "nftables".
 func (b *NFTables) Name() string { return contract.BackendNFTables }
 
-// conn returns an nftables connection to the calling thread's network namespace.
+// conn returns an nftables connection to the calling thread's network namespace (the caller
+// runs on a thread locked into the pod's namespace, see InNetns). One netlink socket serves
+// every request of an operation.
 func (b *NFTables) conn() (*nftables.Conn, func(), error) {
-	f, err := os.Open("/proc/thread-self/ns/net")
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return nil, nil, fmt.Errorf("nftables: open current netns: %w", err)
-	}
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-	if err != nil {
-		f.Close()
 		return nil, nil, fmt.Errorf("nftables: connect: %w", err)
 	}
-	return c, func() { f.Close() }, nil
+	return c, func() { _ = c.CloseLasting() }, nil
 }
 
 func tableFamily(f rules.Family) nftables.TableFamily {
@@ -71,14 +67,57 @@ func (b *NFTables) Apply(rs rules.Ruleset) error {
 		return err
 	}
 	defer done()
+	// Deleting a table with base chains costs an RCU grace period (milliseconds), so the
+	// common case, a pod's first ADD, creates the tables exclusively (NLM_F_EXCL) without
+	// looking first; if one already exists the whole batch fails with EEXIST, changing
+	// nothing, and is sent again as a replacement of the tables that exist.
+	err = b.applyBatch(c, rs, nil)
+	if errors.Is(err, unix.EEXIST) {
+		var present []rules.Family
+		if present, err = b.presentTables(c); err == nil {
+			err = b.applyBatch(c, rs, present)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("nftables apply (nothing changed): %w", err)
+	}
+	return nil
+}
+
+// presentTables returns the families in which our table exists.
+func (b *NFTables) presentTables(c *nftables.Conn) ([]rules.Family, error) {
+	var out []rules.Family
+	for _, f := range allFamilies {
+		ts, err := c.ListTablesOfFamily(tableFamily(f))
+		if err != nil {
+			return nil, fmt.Errorf("list %s tables: %w", f, err)
+		}
+		if slices.ContainsFunc(ts, func(t *nftables.Table) bool { return t.Name == contract.NFTablesTableName }) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// applyBatch sends one transaction: in the families of present, our table is replaced (add,
+// delete, add); in the others it is created exclusively. Tables of families rs does not cover
+// are deleted when present.
+func (b *NFTables) applyBatch(c *nftables.Conn, rs rules.Ruleset, present []rules.Family) error {
 	for _, f := range allFamilies {
 		t := &nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)}
-		c.AddTable(t)
-		c.DelTable(t)
+		if slices.Contains(present, f) {
+			c.AddTable(t)
+			c.DelTable(t)
+		}
 		if !rs.Has(f) {
 			continue
 		}
-		t = c.AddTable(&nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)})
+		t = &nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)}
+		if slices.Contains(present, f) {
+			c.AddTable(t)
+		} else {
+			c.CreateTable(t)
+		}
 		desc := rs.NFT(f)
 		chains := map[string]*nftables.Chain{}
 		for _, ch := range desc.Chains {
@@ -96,7 +135,7 @@ func (b *NFTables) Apply(rs rules.Ruleset) error {
 			for _, r := range ch.Rules {
 				exprs, err := encodeRule(f, r)
 				if err != nil {
-					return fmt.Errorf("nftables apply: chain %s: %w", ch.Name, err)
+					return fmt.Errorf("chain %s: %w", ch.Name, err)
 				}
 				c.AddRule(&nftables.Rule{Table: t, Chain: chains[ch.Name], Exprs: exprs,
 					UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment)})
@@ -107,10 +146,7 @@ func (b *NFTables) Apply(rs rules.Ruleset) error {
 				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"}}})
 		}
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables apply (nothing changed): %w", err)
-	}
-	return nil
+	return c.Flush()
 }
 
 // Remove deletes our tables of both families in one transaction; it succeeds when none exist.

@@ -19,10 +19,8 @@ func ensurePassthroughAddress(rs rules.Ruleset) error {
 	if !rs.Has(rules.IPv6) {
 		return nil
 	}
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("find lo: %w", err)
-	}
+	// lo is always interface 1 of a network namespace (LOOPBACK_IFINDEX).
+	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(contract.InboundPassthroughIPv6), Mask: net.CIDRMask(128, 128)}}
 	if err := netlink.AddrReplace(lo, addr); err != nil {
 		return fmt.Errorf("add %s to lo: %w", addr.IPNet, err)
