@@ -189,3 +189,17 @@ func TestInNetnsErrors(t *testing.T) {
 		t.Fatalf("err = %v, want the wrapped sentinel naming %s", err, path)
 	}
 }
+
+// TestNFTablesStaleIPv6Table: an IPv6 table left behind (without an IPv4 one) is removed by an
+// IPv4-only Apply.
+func TestNFTablesStaleIPv6Table(t *testing.T) {
+	testenv.RequireRoot(t)
+	name, path := newNetns(t)
+	b := newNFTables()
+	run(t, "ip", "netns", "exec", name, "nft", "add", "table", "ip6", "sidelane")
+	rs := rules.Build(testSettings(), rules.IPv4)
+	inNetns(t, path, func() error { return b.Apply(rs) })
+	if d := rules.Diff(b.Expected(rs), live(t, path, b)); d != nil {
+		t.Fatalf("diff:\n%s", strings.Join(d, "\n"))
+	}
+}

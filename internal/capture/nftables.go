@@ -71,9 +71,16 @@ func (b *NFTables) Apply(rs rules.Ruleset) error {
 	// common case, a pod's first ADD, creates the tables exclusively (NLM_F_EXCL) without
 	// looking first; if one already exists the whole batch fails with EEXIST, changing
 	// nothing, and is sent again as a replacement of the tables that exist.
-	err = b.applyBatch(c, rs, nil)
+	// A ruleset without IPv6 must also delete an IPv6 table left by an earlier apply, so then
+	// we look first.
+	var present []rules.Family
+	if len(rs.Families) < len(allFamilies) {
+		if present, err = b.presentTables(c); err != nil {
+			return fmt.Errorf("nftables apply (nothing changed): %w", err)
+		}
+	}
+	err = b.applyBatch(c, rs, present)
 	if errors.Is(err, unix.EEXIST) {
-		var present []rules.Family
 		if present, err = b.presentTables(c); err == nil {
 			err = b.applyBatch(c, rs, present)
 		}
