@@ -14,9 +14,9 @@ import (
 // soOriginalDst is SO_ORIGINAL_DST (SOL_IP) and IP6T_SO_ORIGINAL_DST (SOL_IPV6): both 80.
 const soOriginalDst = 80
 
-// originalDst returns the destination a redirected connection was addressed to before the
+// OriginalDst returns the destination a redirected connection was addressed to before the
 // REDIRECT rule rewrote it (netfilter's conntrack record).
-func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
+func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	local, _ := c.LocalAddr().(*net.TCPAddr)
 	v4 := local != nil && local.IP.To4() != nil
 	rc, err := c.SyscallConn()

@@ -67,7 +67,7 @@ func New(cfg Config, accessLog io.Writer, logger *log.Logger) (*Server, error) {
 		cfg:         cfg,
 		m:           newMetrics(),
 		logger:      logger,
-		originalDst: originalDst,
+		originalDst: OriginalDst,
 		localAddrs:  map[netip.Addr]bool{},
 		conns:       map[*clientConn]struct{}{},
 		drainReq:    make(chan struct{}),
