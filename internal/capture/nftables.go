@@ -62,11 +62,6 @@ func (b *NFTables) Apply(rs rules.Ruleset) error {
 	if err := ensurePassthroughAddress(rs); err != nil {
 		return fmt.Errorf("nftables apply (nothing changed): %w", err)
 	}
-	c, done, err := b.conn()
-	if err != nil {
-		return err
-	}
-	defer done()
 	// Deleting a table with base chains costs an RCU grace period (milliseconds), so the
 	// common case, a pod's first ADD, creates the tables exclusively (NLM_F_EXCL) without
 	// looking first; if one already exists the whole batch fails with EEXIST, changing
@@ -74,15 +69,16 @@ func (b *NFTables) Apply(rs rules.Ruleset) error {
 	// A ruleset without IPv6 must also delete an IPv6 table left by an earlier apply, so then
 	// we look first.
 	var present []rules.Family
+	var err error
 	if len(rs.Families) < len(allFamilies) {
-		if present, err = b.presentTables(c); err != nil {
+		if present, err = b.presentTables(); err != nil {
 			return fmt.Errorf("nftables apply (nothing changed): %w", err)
 		}
 	}
-	err = b.applyBatch(c, rs, present)
+	err = b.applyBatch(rs, present)
 	if errors.Is(err, unix.EEXIST) {
-		if present, err = b.presentTables(c); err == nil {
-			err = b.applyBatch(c, rs, present)
+		if present, err = b.presentTables(); err == nil {
+			err = b.applyBatch(rs, present)
 		}
 	}
 	if err != nil {
@@ -92,7 +88,12 @@ func (b *NFTables) Apply(rs rules.Ruleset) error {
 }
 
 // presentTables returns the families in which our table exists.
-func (b *NFTables) presentTables(c *nftables.Conn) ([]rules.Family, error) {
+func (b *NFTables) presentTables() ([]rules.Family, error) {
+	c, done, err := b.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	var out []rules.Family
 	for _, f := range allFamilies {
 		ts, err := c.ListTablesOfFamily(tableFamily(f))
@@ -109,7 +110,11 @@ func (b *NFTables) presentTables(c *nftables.Conn) ([]rules.Family, error) {
 // applyBatch sends one transaction: in the families of present, our table is replaced (add,
 // delete, add); in the others it is created exclusively. Tables of families rs does not cover
 // are deleted when present.
-func (b *NFTables) applyBatch(c *nftables.Conn, rs rules.Ruleset, present []rules.Family) error {
+func (b *NFTables) applyBatch(rs rules.Ruleset, present []rules.Family) error {
+	return transact(func(c *nftables.Conn) error { return b.buildApply(c, rs, present) })
+}
+
+func (b *NFTables) buildApply(c *nftables.Conn, rs rules.Ruleset, present []rules.Family) error {
 	for _, f := range allFamilies {
 		t := &nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)}
 		if slices.Contains(present, f) {
@@ -153,22 +158,20 @@ func (b *NFTables) applyBatch(c *nftables.Conn, rs rules.Ruleset, present []rule
 				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"}}})
 		}
 	}
-	return c.Flush()
+	return nil
 }
 
 // Remove deletes our tables of both families in one transaction; it succeeds when none exist.
 func (b *NFTables) Remove() error {
-	c, done, err := b.conn()
+	err := transact(func(c *nftables.Conn) error {
+		for _, f := range allFamilies {
+			t := &nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)}
+			c.AddTable(t)
+			c.DelTable(t)
+		}
+		return nil
+	})
 	if err != nil {
-		return err
-	}
-	defer done()
-	for _, f := range allFamilies {
-		t := &nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)}
-		c.AddTable(t)
-		c.DelTable(t)
-	}
-	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables remove: %w", err)
 	}
 	return nil
