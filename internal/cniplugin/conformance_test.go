@@ -81,7 +81,7 @@ func newEnv(t testing.TB) *env {
 	}
 	t.Cleanup(h.Close)
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || testing.Verbose() {
 			t.Logf("plugins' stderr:\n%s", h.Stderr)
 		}
 	})

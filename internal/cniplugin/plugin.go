@@ -181,7 +181,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		return pass(agentapi.StateSkipped, "namespace "+id.Namespace+" is excluded")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.LookupTimeout)
+	lookupStart := p.Now()
 	pod, err := p.LookupPod(ctx, conf.Kubeconfig, id.Namespace, id.Name)
+	lookupTook := p.Now().Sub(lookupStart)
 	cancel()
 	if err != nil {
 		return fail(types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sidelane-cni: cannot decide whether to capture pod %s/%s: %v", id.Namespace, id.Name, err), ""))
@@ -222,6 +224,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err := saveState(conf.StateDir, st); err != nil {
 		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %w", id.Namespace, id.Name, err))
 	}
+	applyStart := p.Now()
 	if err := p.InNetns(args.Netns, func() error { return backend.Apply(rs) }); err != nil {
 		cleanErr := p.InNetns(args.Netns, backend.Remove)
 		if cleanErr == nil {
@@ -234,7 +237,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	report.State, report.Reason = agentapi.StateCaptured, dec.Reason
 	report.Rules = backend.Expected(rs)
-	log.Info("captured", "pod", id.Namespace+"/"+id.Name, "backend", backend.Name(), "ipv6", v6, "rules", len(report.Rules))
+	log.Info("captured", "pod", id.Namespace+"/"+id.Name, "backend", backend.Name(), "ipv6", v6, "rules", len(report.Rules),
+		"lookup", lookupTook, "apply", p.Now().Sub(applyStart), "total", p.Now().Sub(start))
 	p.sendReport(conf, log, report, start)
 	return p.printResult(conf)
 }

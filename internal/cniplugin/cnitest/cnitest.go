@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -43,9 +44,12 @@ const (
 
 // BuildPlugins builds bridge, host-local and sidelane-cni into dir.
 func BuildPlugins(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("build plugins: %w", err)
+	}
 	for _, b := range []struct{ pkg, out string }{
-		{BridgePkg, dir},
-		{HostLocalPkg, dir},
+		{BridgePkg, filepath.Join(dir, "bridge")},
+		{HostLocalPkg, filepath.Join(dir, "host-local")},
 		{PluginPkg, filepath.Join(dir, contract.PluginBinary)},
 	} {
 		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
@@ -81,6 +85,7 @@ type Call struct {
 	Stdin, Stdout                []byte
 	Environ                      []string
 	Err                          error
+	Duration                     time.Duration // wall time of the plugin's execution
 }
 
 // Exec is libcni's real executor, recording every call.
@@ -92,8 +97,9 @@ type Exec struct {
 
 // ExecPlugin runs the plugin and records the call.
 func (r *Exec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	start := time.Now()
 	out, err := r.DefaultExec.ExecPlugin(ctx, path, stdin, environ)
-	c := Call{Plugin: filepath.Base(path), Stdin: stdin, Stdout: out, Environ: environ, Err: err}
+	c := Call{Plugin: filepath.Base(path), Stdin: stdin, Stdout: out, Environ: environ, Err: err, Duration: time.Since(start)}
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "CNI_COMMAND="); ok {
 			c.Command = v
@@ -106,6 +112,13 @@ func (r *Exec) ExecPlugin(ctx context.Context, path string, stdin []byte, enviro
 	r.calls = append(r.calls, c)
 	r.mu.Unlock()
 	return out, err
+}
+
+// Reset forgets the recorded calls.
+func (r *Exec) Reset() {
+	r.mu.Lock()
+	r.calls = nil
+	r.mu.Unlock()
 }
 
 // Find returns the recorded calls of plugin with command for containerID.
@@ -210,13 +223,16 @@ type Host struct {
 
 // NewHost creates a host netns and its stand-in API server; dir is scratch space, binDir holds
 // the plugins. Close removes it.
-func NewHost(dir, binDir string) (h *Host, err error) {
-	h = &Host{Dir: dir, BinDir: binDir, API: &APIServer{pods: map[string][]byte{}}, Stderr: &LockedBuffer{}}
+func NewHost(dir, binDir string) (_ *Host, err error) {
+	h := &Host{Dir: dir, BinDir: binDir, API: &APIServer{pods: map[string][]byte{}}, Stderr: &LockedBuffer{}}
 	defer func() {
 		if err != nil {
 			h.Close()
 		}
 	}()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("host dir: %w", err)
+	}
 	if h.NS, err = testutils.NewNS(); err != nil {
 		return nil, fmt.Errorf("host netns: %w", err)
 	}

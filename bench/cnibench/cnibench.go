@@ -1,0 +1,204 @@
+// Package cnibench measures sidelane-cni's ADD through libcni, chained after the real bridge
+// and host-local plugins in real network namespaces, with the pod served by the stand-in API
+// server of internal/cniplugin/cnitest: the chain's ADD latency (and the bridge alone as the
+// peer), sidelane-cni's own execution time inside the chain (per backend), and the wall time
+// of 100 concurrent ADDs. It needs root.
+package cnibench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+
+	"github.com/sidelane/sidelane/internal/benchreport"
+	"github.com/sidelane/sidelane/internal/cniplugin/cnitest"
+	"github.com/sidelane/sidelane/internal/contract"
+)
+
+// Targets (issue 2).
+const (
+	TargetADDP50     = 10 * time.Millisecond
+	TargetConcurrent = 2 * time.Second
+	Concurrent       = 100
+)
+
+// Run measures and returns the rows of area "cni".
+func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("cnibench: requires root (network namespaces)")
+	}
+	work, err := os.MkdirTemp(cfg.WorkDir, "cnibench-")
+	if err != nil {
+		return nil, fmt.Errorf("cnibench: %w", err)
+	}
+	defer os.RemoveAll(work)
+	bin := filepath.Join(work, "bin")
+	if err := cnitest.BuildPlugins(bin); err != nil {
+		return nil, fmt.Errorf("cnibench: %w", err)
+	}
+	rounds, pods := cfg.Rounds, 40
+	if rounds <= 0 {
+		rounds = 3
+	}
+	if cfg.Quick {
+		rounds, pods = 1, 8
+	}
+	b := &bench{ctx: ctx}
+	if b.host, err = cnitest.NewHost(filepath.Join(work, "host"), bin); err != nil {
+		return nil, fmt.Errorf("cnibench: %w", err)
+	}
+	defer b.host.Close()
+
+	var chain, bridge, execNFT, execIPT, wall []float64
+	for r := 0; r < rounds; r++ {
+		// Interleaved: the bridge alone, the chain with each backend, then the burst.
+		d, _, err := b.sequential(r, "bridge", contract.BackendNFTables, false, pods)
+		if err != nil {
+			return nil, err
+		}
+		bridge = append(bridge, d...)
+		d, e, err := b.sequential(r, "nft", contract.BackendNFTables, true, pods)
+		if err != nil {
+			return nil, err
+		}
+		chain, execNFT = append(chain, d...), append(execNFT, e...)
+		_, e, err = b.sequential(r, "ipt", contract.BackendIPTables, true, pods)
+		if err != nil {
+			return nil, err
+		}
+		execIPT = append(execIPT, e...)
+		w, err := b.concurrent(r)
+		if err != nil {
+			return nil, err
+		}
+		wall = append(wall, w)
+	}
+
+	cp50, cp90 := pct(chain, 50), pct(chain, 90)
+	ep50, ep90 := pct(execNFT, 50), pct(execNFT, 90)
+	ip50 := pct(execIPT, 50)
+	bp50 := pct(bridge, 50)
+	wallMed := pct(wall, 50)
+	return []benchreport.Row{
+		{Area: "cni", Name: "ADD p50, chain bridge+host-local+sidelane-cni (libcni)", Unit: "ms", Ours: cp50,
+			OursMin: slices.Min(chain), OursMax: slices.Max(chain), Peer: "bridge+host-local alone", PeerVal: bp50,
+			Note: fmt.Sprintf("p90 %.1f ms; sidelane-cni adds %.1f ms to the chain", cp90, cp50-bp50),
+			Latency: points(chain)},
+		{Area: "cni", Name: "sidelane-cni ADD exec p50 (nftables)", Unit: "ms", Ours: ep50,
+			OursMin: slices.Min(execNFT), OursMax: slices.Max(execNFT), Target: "≤ 10 ms", Pass: benchreport.Pass(ep50 <= ms(TargetADDP50)),
+			Note: fmt.Sprintf("p90 %.1f ms; process start, pod GET, rules applied in the netns, result printed", ep90)},
+		{Area: "cni", Name: "sidelane-cni ADD exec p50 (iptables)", Unit: "ms", Ours: ip50,
+			OursMin: slices.Min(execIPT), OursMax: slices.Max(execIPT), Target: "≤ 10 ms", Pass: benchreport.Pass(ip50 <= ms(TargetADDP50)),
+			Note: fmt.Sprintf("p90 %.1f ms; iptables-restore per family", pct(execIPT, 90))},
+		{Area: "cni", Name: fmt.Sprintf("%d concurrent ADDs, wall time (full chain)", Concurrent), Unit: "ms", Ours: wallMed,
+			OursMin: slices.Min(wall), OursMax: slices.Max(wall), Target: "≤ 2000 ms", Pass: benchreport.Pass(wallMed <= ms(TargetConcurrent))},
+	}, nil
+}
+
+type bench struct {
+	ctx  context.Context
+	host *cnitest.Host
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// sequential ADDs n pods one after the other and returns each chain ADD's latency and each
+// sidelane-cni exec time (ms); every pod is deleted and its netns removed afterwards.
+func (b *bench) sequential(round int, tag, backend string, plugin bool, n int) (chain, exec []float64, err error) {
+	list, err := b.host.Conflist("1.0.0", backend, plugin, map[string]any{"log_level": "info"})
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("%s-%d-%d", tag, round, i)
+		b.host.API.Put(cnitest.Injected("bench", name, nil))
+		p, err := cnitest.NewPodNS("bench", name)
+		if err != nil {
+			return nil, nil, err
+		}
+		start := time.Now()
+		_, err = b.host.Add(b.ctx, list, p)
+		d := time.Since(start)
+		if err == nil {
+			for _, c := range b.host.Exec.Find(contract.PluginBinary, "ADD", p.RT.ContainerID) {
+				exec = append(exec, ms(c.Duration))
+			}
+			err = b.host.Del(b.ctx, list, p)
+		}
+		p.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("cnibench: %s: %w", name, err)
+		}
+		chain = append(chain, ms(d))
+	}
+	b.host.Exec.Reset()
+	return chain, exec, nil
+}
+
+// concurrent ADDs Concurrent pods at once and returns the wall time (ms).
+func (b *bench) concurrent(round int) (float64, error) {
+	list, err := b.host.Conflist("1.0.0", contract.BackendNFTables, true, map[string]any{"log_level": "info"})
+	if err != nil {
+		return 0, err
+	}
+	pods := make([]*cnitest.PodNS, Concurrent)
+	defer func() {
+		for _, p := range pods {
+			if p != nil {
+				p.Close()
+			}
+		}
+	}()
+	for i := range pods {
+		name := fmt.Sprintf("burst-%d-%d", round, i)
+		b.host.API.Put(cnitest.Injected("bench", name, nil))
+		if pods[i], err = cnitest.NewPodNS("bench", name); err != nil {
+			return 0, err
+		}
+	}
+	errs := make([]error, len(pods))
+	run := func(fn func(*libcni.NetworkConfigList, *cnitest.PodNS) error) time.Duration {
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i, p := range pods {
+			wg.Go(func() { errs[i] = fn(list, p) })
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	wall := run(func(l *libcni.NetworkConfigList, p *cnitest.PodNS) error { _, err := b.host.Add(b.ctx, l, p); return err })
+	if err := errors.Join(errs...); err != nil {
+		return 0, fmt.Errorf("cnibench: concurrent ADDs: %w", err)
+	}
+	run(func(l *libcni.NetworkConfigList, p *cnitest.PodNS) error { return b.host.Del(b.ctx, l, p) })
+	b.host.Exec.Reset()
+	if err := errors.Join(errs...); err != nil {
+		return 0, fmt.Errorf("cnibench: concurrent DELs: %w", err)
+	}
+	return ms(wall), nil
+}
+
+func pct(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	i := int(p / 100 * float64(len(s)-1))
+	return s[i]
+}
+
+func points(v []float64) []benchreport.Point {
+	var out []benchreport.Point
+	for _, p := range []float64{50, 90, 99} {
+		out = append(out, benchreport.Point{Percentile: p, Millis: pct(v, p)})
+	}
+	return out
+}

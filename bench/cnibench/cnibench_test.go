@@ -1,0 +1,31 @@
+package cnibench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/sidelane/sidelane/internal/benchreport"
+	"github.com/sidelane/sidelane/internal/testenv"
+)
+
+// TestRunQuick runs the benchmark once, small, as a smoke test: every row must carry a
+// measured figure. Speed targets are checked by `make bench`, never here.
+func TestRunQuick(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rows, err := Run(ctx, benchreport.Config{WorkDir: t.TempDir(), Quick: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 4 {
+		t.Fatalf("%d rows, want 4: %+v", len(rows), rows)
+	}
+	for _, r := range rows {
+		if r.Area != "cni" || r.Ours <= 0 || r.Unit != "ms" {
+			t.Errorf("row %+v", r)
+		}
+		t.Logf("%s: %.2f %s (%s) %s", r.Name, r.Ours, r.Unit, r.Target, r.Note)
+	}
+}
