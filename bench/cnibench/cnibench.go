@@ -89,7 +89,7 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 	return []benchreport.Row{
 		{Area: "cni", Name: "ADD p50, chain bridge+host-local+sidelane-cni (libcni)", Unit: "ms", Ours: cp50,
 			OursMin: slices.Min(chain), OursMax: slices.Max(chain), Peer: "bridge+host-local alone", PeerVal: bp50,
-			Note: fmt.Sprintf("p90 %.1f ms; sidelane-cni adds %.1f ms to the chain", cp90, cp50-bp50),
+			Note:    fmt.Sprintf("p90 %.1f ms; sidelane-cni adds %.1f ms to the chain", cp90, cp50-bp50),
 			Latency: points(chain)},
 		{Area: "cni", Name: "sidelane-cni ADD exec p50 (nftables)", Unit: "ms", Ours: ep50,
 			OursMin: slices.Min(execNFT), OursMax: slices.Max(execNFT), Target: "≤ 10 ms", Pass: benchreport.Pass(ep50 <= ms(TargetADDP50)),
@@ -173,7 +173,10 @@ func (b *bench) concurrent(round int) (float64, error) {
 		wg.Wait()
 		return time.Since(start)
 	}
-	wall := run(func(l *libcni.NetworkConfigList, p *cnitest.PodNS) error { _, err := b.host.Add(b.ctx, l, p); return err })
+	wall := run(func(l *libcni.NetworkConfigList, p *cnitest.PodNS) error {
+		_, err := b.host.Add(b.ctx, l, p)
+		return err
+	})
 	if err := errors.Join(errs...); err != nil {
 		return 0, fmt.Errorf("cnibench: concurrent ADDs: %w", err)
 	}
