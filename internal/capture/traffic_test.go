@@ -254,3 +254,63 @@ func TestTrafficClasses(t *testing.T) {
 		})
 	}
 }
+
+// TestTrafficLists: with inbound ports and outbound CIDRs listed instead of "*", only the
+// listed ones are captured (both backends, IPv4 and IPv6).
+func TestTrafficLists(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := redirect.Defaults()
+	s.InboundAll, s.InboundPorts = false, []uint16{8080}
+	s.OutboundAll = false
+	s.OutboundCIDRs = []netip.Prefix{
+		netip.MustParsePrefix(topo[rules.IPv4].remote + "/32"),
+		netip.MustParsePrefix(topo[rules.IPv6].remote + "/128"),
+	}
+	for _, bc := range backendCases() {
+		if bc.name == "iptables-legacy" {
+			continue // same rules text as iptables-nft; keeps the test short
+		}
+		t.Run(bc.name, func(t *testing.T) {
+			p := newPod(t)
+			b := bc.new(t)
+			rs := rules.Build(s, rules.IPv4, rules.IPv6)
+			inNetns(t, p.path, func() error { return b.Apply(rs) })
+			for _, port := range []int{8080, 8081} {
+				serve(t, p.path, port, fmt.Sprintf("pod%d", port))
+			}
+			serve(t, p.remotePath, 9090, "remote9090")
+			startRecordingProxy(t, p)
+			for _, f := range rs.Families {
+				a := topo[f]
+				passthrough := "127.0.0.6"
+				if f == rules.IPv6 {
+					passthrough = "::6"
+				}
+				for _, tc := range []struct {
+					name       string
+					from, addr string
+					want       []string
+				}{
+					{"listed inbound port: captured", p.remotePath, hostPort(a.pod, 8080),
+						[]string{"via=inbound orig=" + hostPort(a.pod, 8080) + " uid=1337", "server=pod8080 peer=" + passthrough}},
+					{"unlisted inbound port: not captured", p.remotePath, hostPort(a.pod, 8081),
+						[]string{"server=pod8081 peer=" + a.remote}},
+					{"listed outbound cidr: captured", p.path, hostPort(a.remote, 9090),
+						[]string{"via=outbound orig=" + hostPort(a.remote, 9090) + " uid=1337", "server=remote9090 peer=" + a.pod}},
+					{"unlisted outbound cidr: not captured", p.path, hostPort(a.remote2, 9090),
+						[]string{"server=remote9090 peer=" + a.pod}},
+					{"own pod ip, not listed: not captured", p.path, hostPort(a.pod, 8081),
+						[]string{"server=pod8081 peer=" + a.pod}},
+				} {
+					src := ""
+					if tc.from == p.remotePath {
+						src = a.remote
+					}
+					if got := dial(t, tc.from, src, tc.addr, ""); !slices.Equal(got, tc.want) {
+						t.Errorf("%s %s (%s):\n got %q\nwant %q", f, tc.name, tc.addr, got, tc.want)
+					}
+				}
+			}
+		})
+	}
+}
