@@ -77,7 +77,9 @@ type Watcher struct {
 	Check func(ctx context.Context, p record.PodInfo) error
 	// Interval is the period of the drift check of every pod (default 30s).
 	Interval time.Duration
-	Log      *slog.Logger
+	// Grace is how long a record of a pod the informer does not know is kept (default 30s).
+	Grace time.Duration
+	Log   *slog.Logger
 
 	synced atomic.Bool
 	queue  workqueue.TypedRateLimitingInterface[string]
@@ -208,6 +210,17 @@ func (w *Watcher) enqueueAll() {
 	for _, p := range pods {
 		w.Enqueue(p.Namespace, p.Name)
 	}
+	// Records of pods the informer no longer knows are looked at (and dropped) too.
+	for _, r := range w.Store.List() {
+		w.Enqueue(r.Namespace, r.Name)
+	}
+}
+
+func (w *Watcher) grace() time.Duration {
+	if w.Grace > 0 {
+		return w.Grace
+	}
+	return 30 * time.Second
 }
 
 func (w *Watcher) next(ctx context.Context) bool {
@@ -223,6 +236,12 @@ func (w *Watcher) next(ctx context.Context) bool {
 	}
 	pod, err := w.lister.Pods(ns).Get(name)
 	if apierrors.IsNotFound(err) {
+		// A report can come in before the informer has seen its pod: keep a fresh record
+		// and look again later.
+		if r, ok := w.Store.Get(ns, name); ok && time.Since(r.Updated) < w.grace() {
+			w.queue.AddAfter(k, w.grace())
+			return true
+		}
 		w.drop(ns, name, "")
 		return true
 	}

@@ -1,0 +1,249 @@
+// Package agent is the Sidelane node agent (sidelane-agent): it installs the CNI plugin and
+// keeps it installed (package install), keeps the record of the node's pods (record, podwatch),
+// serves the agent API on the plugin's unix socket and on TCP behind Kubernetes
+// authentication (server, auth), and repairs injected pods whose rules are missing or drifted
+// (repair). Main parses the subcommands: run (the DaemonSet), install and uninstall (the same
+// install code, once, with no API server).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sidelane/sidelane/install"
+	"github.com/sidelane/sidelane/internal/agent/auth"
+	"github.com/sidelane/sidelane/internal/agent/inspect"
+	"github.com/sidelane/sidelane/internal/agent/metrics"
+	"github.com/sidelane/sidelane/internal/agent/podwatch"
+	"github.com/sidelane/sidelane/internal/agent/record"
+	"github.com/sidelane/sidelane/internal/agent/repair"
+	"github.com/sidelane/sidelane/internal/agent/server"
+	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/contract"
+)
+
+// Config is the configuration of `sidelane-agent run`.
+type Config struct {
+	Node string
+	// Kubeconfig of the agent itself; empty: in-cluster.
+	Kubeconfig string
+	// Socket is the unix socket of the API (the plugin's agent_socket).
+	Socket string
+	// Listen is the TCP address of the authenticated API ("" disables it).
+	Listen string
+	// StateDir holds the record (record.FileName).
+	StateDir string
+	// ProcRoot is where the host's /proc is (hostPID).
+	ProcRoot       string
+	RepairMode     repair.Mode
+	RepairInterval time.Duration
+	// Backend is the plugin's configured backend, used for pods recorded without one.
+	Backend  string
+	Excluded []string
+	// Install configures the plugin install (conf/bin dirs, binary, plugin config, kubeconfig).
+	Install install.Config
+	// PluginServiceAccount is the namespace/name whose tokens the plugin's kubeconfig carries
+	// (minted with TokenRequest); empty: no kubeconfig is written.
+	PluginServiceAccount string
+	// KeepOnExit leaves the plugin installed when the agent stops (upgrades).
+	KeepOnExit bool
+	// AuthCacheTTL is how long review answers are cached.
+	AuthCacheTTL time.Duration
+	// MaxRecords bounds the record.
+	MaxRecords int
+	Log        *slog.Logger
+
+	pluginKubeconfig string
+}
+
+// KubeClient returns a clientset for kubeconfig (empty: in-cluster).
+func KubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	cfg.UserAgent = "sidelane-agent"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cs, nil
+}
+
+// MintToken returns a TokenRequest-based token source for the service account "ns/name".
+func MintToken(client kubernetes.Interface, sa string, lifetime time.Duration) (func(ctx context.Context) (string, time.Time, error), error) {
+	ns, name, ok := cutSA(sa)
+	if !ok {
+		return nil, fmt.Errorf("service account %q: want namespace/name", sa)
+	}
+	secs := int64(lifetime.Seconds())
+	return func(ctx context.Context) (string, time.Time, error) {
+		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
+			Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &secs},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("token for service account %s: %w", sa, err)
+		}
+		return tr.Status.Token, tr.Status.ExpirationTimestamp.Time, nil
+	}, nil
+}
+
+func cutSA(sa string) (string, string, bool) {
+	for i := 0; i < len(sa); i++ {
+		if sa[i] == '/' {
+			return sa[:i], sa[i+1:], i > 0 && i < len(sa)-1
+		}
+	}
+	return "", "", false
+}
+
+// Run is the DaemonSet: everything until ctx ends, then uninstall (unless KeepOnExit).
+func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Node == "" {
+		return errors.New("node name is required (--node-name or NODE_NAME)")
+	}
+	store, err := record.Open(cfg.StateDir, cfg.MaxRecords)
+	if err != nil {
+		return err
+	}
+	icfg := cfg.Install
+	if cfg.PluginServiceAccount != "" {
+		mint, err := MintToken(client, cfg.PluginServiceAccount, time.Hour)
+		if err != nil {
+			return err
+		}
+		icfg.Kubeconfig = &install.KubeconfigSource{Path: cfg.pluginKubeconfig, MintToken: mint}
+	}
+	watcher, err := install.NewWatcher(icfg, log.With("component", "install"))
+	if err != nil {
+		return err
+	}
+	m := metrics.New(func() map[string]int {
+		out := map[string]int{}
+		for _, r := range store.List() {
+			out[r.State]++
+		}
+		return out
+	}, func() metrics.InstallStats {
+		s := watcher.Stats()
+		return metrics.InstallStats{Writes: s.Writes, Overwrites: s.Overwrites, Fights: s.Fights, Errors: s.Errors, TokenRefreshes: s.TokenRefreshes, Fighting: s.Fighting}
+	})
+	engine := &inspect.Capture{}
+	event, stopEvents := podwatch.Events(client, cfg.Node)
+	defer stopEvents()
+	procRoot := cfg.ProcRoot
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	rep := &repair.Repairer{
+		Store: store, Engine: engine, Mode: cfg.RepairMode, DefaultBackend: cfg.Backend, Metrics: m,
+		Log:       log.With("component", "repair"),
+		FindNetns: func(ips []string) (string, error) { return repair.FindNetnsByIP(procRoot, ips) },
+		DeletePod: podwatch.DeletePod(client),
+		Event:     event,
+	}
+	pw := podwatch.NewWatcher()
+	pw.Client, pw.Node, pw.Excluded, pw.Store, pw.Interval = client, cfg.Node, cfg.Excluded, store, cfg.RepairInterval
+	pw.Log = log.With("component", "podwatch")
+	pw.Check = func(ctx context.Context, p record.PodInfo) error {
+		_, err := rep.Check(ctx, p)
+		return err
+	}
+	srv := &server.Server{
+		Node: cfg.Node, Store: store, Engine: engine, DefaultBackend: cfg.Backend, Metrics: m,
+		Log: log.With("component", "api"),
+		Ready: func() error {
+			if err := watcher.Ready(); err != nil {
+				return fmt.Errorf("plugin install: %w", err)
+			}
+			if !pw.Synced() {
+				return errors.New("pod informer not synced yet")
+			}
+			return nil
+		},
+		OnReport: func(r agentapi.Report) {
+			if r.Event != agentapi.EventDel {
+				pw.Enqueue(r.Namespace, r.Name)
+			}
+		},
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, 4)
+	n := 0
+	start := func(name string, fn func(context.Context) error) {
+		n++
+		go func() {
+			err := fn(runCtx)
+			if err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+			}
+			errc <- err
+		}()
+	}
+	ul, err := server.ListenUnix(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	start("unix API", func(ctx context.Context) error { return server.Serve(ctx, ul, srv.UnixHandler()) })
+	if cfg.Listen != "" {
+		tl, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			ul.Close()
+			return fmt.Errorf("agent TCP API: %w", err)
+		}
+		h := srv.TCPHandler(auth.New(client, cfg.AuthCacheTTL))
+		start("TCP API", func(ctx context.Context) error { return server.Serve(ctx, tl, h) })
+	}
+	start("install watcher", watcher.Run)
+	start("pod watcher", pw.Run)
+	log.Info("agent started", "node", cfg.Node, "socket", cfg.Socket, "listen", cfg.Listen, "repairMode", cfg.RepairMode)
+
+	var runErr error
+	for i := 0; i < n; i++ {
+		err := <-errc
+		if err != nil && runErr == nil {
+			runErr = err
+			log.Error("agent part failed; stopping", "error", err)
+		}
+		stop()
+	}
+	mode := install.RemoveAll
+	if cfg.KeepOnExit {
+		mode = install.KeepForUpgrade
+	}
+	if err := install.Uninstall(icfg, mode); err != nil {
+		log.Error("uninstall", "error", err)
+		runErr = errors.Join(runErr, fmt.Errorf("uninstall: %w", err))
+	} else {
+		log.Info("stopped", "uninstalled", !cfg.KeepOnExit)
+	}
+	return runErr
+}
+
+// DefaultListen is the TCP API address for a node IP ("" listens on every address).
+func DefaultListen(nodeIP string) string {
+	return net.JoinHostPort(nodeIP, strconv.Itoa(contract.AgentPort))
+}

@@ -1,0 +1,205 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/contract"
+)
+
+const primary = `{"cniVersion":"1.0.0","name":"k8s","plugins":[{"type":"bridge","bridge":"cni0"}]}`
+
+func TestRunFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{args: []string{"--node-name=n1"}},
+		{args: []string{}, wantErr: "--node-name"},
+		{args: []string{"--node-name=n1", "--repair-mode=maybe"}, wantErr: `repair mode "maybe"`},
+		{args: []string{"--node-name=n1", "--backend=ebpf"}, wantErr: `--backend "ebpf"`},
+		{args: []string{"--node-name=n1", "--repair-interval=10ms"}, wantErr: "at least 1s"},
+		{args: []string{"--node-name=n1", "--log-level=loud"}, wantErr: `--log-level "loud"`},
+		{args: []string{"--node-name=n1", "extra"}, wantErr: "unexpected arguments"},
+	} {
+		t.Setenv("NODE_NAME", "")
+		cfg, err := RunFlags(tc.args, io.Discard)
+		if tc.wantErr == "" {
+			if err != nil {
+				t.Errorf("%v: %v", tc.args, err)
+			} else if cfg.Node != "n1" || cfg.RepairMode != "inplace" || cfg.Listen != ":15080" || cfg.Install.PluginConfig["agent_socket"] != contract.DefaultAgentSocket {
+				t.Errorf("%v: %+v", tc.args, cfg)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.wantErr)
+		}
+	}
+	t.Setenv("NODE_NAME", "from-env")
+	t.Setenv("NODE_IP", "192.0.2.7")
+	cfg, err := RunFlags(nil, io.Discard)
+	if err != nil || cfg.Node != "from-env" || cfg.Listen != "192.0.2.7:15080" {
+		t.Errorf("env: %+v %v", cfg, err)
+	}
+}
+
+func TestInstallUninstallCommands(t *testing.T) {
+	dir := t.TempDir()
+	conf, bin, state := filepath.Join(dir, "net.d"), filepath.Join(dir, "bin"), filepath.Join(dir, "state")
+	os.MkdirAll(conf, 0o755)
+	os.MkdirAll(bin, 0o755)
+	src := filepath.Join(dir, "sidelane-cni")
+	os.WriteFile(src, []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(filepath.Join(conf, "10-k8s.conflist"), []byte(primary), 0o644)
+	var out, errb bytes.Buffer
+	args := []string{"--cni-conf-dir", conf, "--cni-bin-dir", bin, "--install-state-dir", state}
+	if code := Main(context.Background(), append([]string{"install", "--plugin-binary", src}, args...), &out, &errb); code != 0 {
+		t.Fatalf("install: %d %s", code, errb.String())
+	}
+	b, _ := os.ReadFile(filepath.Join(conf, "10-k8s.conflist"))
+	if !strings.Contains(string(b), contract.PluginType) || !fileExists(filepath.Join(bin, contract.PluginBinary)) {
+		t.Fatalf("after install: %s", b)
+	}
+	if code := Main(context.Background(), append([]string{"uninstall"}, args...), &out, &errb); code != 0 {
+		t.Fatalf("uninstall: %d %s", code, errb.String())
+	}
+	b, _ = os.ReadFile(filepath.Join(conf, "10-k8s.conflist"))
+	if string(b) != primary || fileExists(filepath.Join(bin, contract.PluginBinary)) {
+		t.Fatalf("after uninstall: %s", b)
+	}
+	if code := Main(context.Background(), []string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %d %s", code, errb.String())
+	}
+}
+
+// TestRun runs the whole agent against a fake API server and temporary CNI directories: it
+// installs, becomes ready, records reports, lists pods, handles an injected pod whose network
+// namespace cannot be found (deleted for its controller to recreate), and uninstalls on stop.
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	conf, bin := filepath.Join(dir, "net.d"), filepath.Join(dir, "bin")
+	os.MkdirAll(conf, 0o755)
+	os.WriteFile(filepath.Join(conf, "10-k8s.conflist"), []byte(primary), 0o644)
+	src := filepath.Join(dir, "sidelane-cni")
+	os.WriteFile(src, []byte("#!/bin/sh\n"), 0o755)
+	sock := filepath.Join(dir, "run", "cni.sock")
+
+	// An injected pod that started before the agent, with an address no namespace holds.
+	id := rand.Uint32()
+	ip := fmt.Sprintf("100.%d.%d.%d", 64+id%64, (id>>8)%256, 1+(id>>16)%254)
+	early := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "early", UID: "uid-early",
+			Annotations: map[string]string{contract.StatusAnnotation: `{"containers":["sidelane-proxy"]}`}},
+		Spec:   corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "app"}, {Name: contract.ProxyContainerName}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
+	}
+	client := fake.NewClientset(early)
+
+	cfg, err := RunFlags([]string{"--node-name=n1", "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--plugin-binary", src,
+		"--install-state-dir", filepath.Join(dir, "istate"), "--state-dir", filepath.Join(dir, "state"), "--socket", sock,
+		"--listen=127.0.0.1:0", "--plugin-service-account=", "--log-level=error"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, client) }()
+	stopped := false
+	stopAgent := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(60 * time.Second):
+			return fmt.Errorf("agent did not stop")
+		}
+	}
+	t.Cleanup(func() { stopAgent() })
+
+	hc := agentapi.UnixClient(sock, 5*time.Second)
+	get := func(path string) (int, string) {
+		resp, err := hc.Get("http://agent" + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	poll := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	poll("readyz", func() bool { code, _ := get("/readyz"); return code == 200 })
+	if fi, err := os.Stat(filepath.Dir(sock)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("socket dir: %v %v", fi.Mode(), err)
+	}
+	b, _ := os.ReadFile(filepath.Join(conf, "10-k8s.conflist"))
+	if !strings.Contains(string(b), contract.PluginType) || !strings.Contains(string(b), sock) {
+		t.Errorf("conflist after start: %s", b)
+	}
+
+	// The early pod cannot be repaired in place (no namespace holds its IP): it is deleted.
+	poll("early pod deleted", func() bool {
+		_, err := client.CoreV1().Pods("app").Get(ctx, "early", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+
+	// Reports are recorded and listed.
+	if err := agentapi.SendReport(ctx, sock, agentapi.Report{Event: "ADD", Namespace: "app", Name: "web", ContainerID: "c1", State: "skipped", Reason: "not injected",
+		Time: time.Now(), Duration: time.Millisecond}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	code, body := get("/v1/pods")
+	var list agentapi.PodList
+	if err := json.Unmarshal([]byte(body), &list); err != nil || code != 200 {
+		t.Fatalf("pods: %d %s", code, body)
+	}
+	if list.Node != "n1" || len(list.Items) == 0 || list.Items[len(list.Items)-1].Name != "web" {
+		t.Errorf("pod list %+v", list)
+	}
+	code, body = get("/metrics")
+	for _, want := range []string{"sidelane_agent_install_writes_total", `sidelane_agent_repairs_total{result="deleted"} 1`, `sidelane_agent_pods{state="skipped"} 1`} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
+	if err := stopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(conf, "10-k8s.conflist"))
+	if string(b) != primary || fileExists(filepath.Join(bin, contract.PluginBinary)) {
+		t.Errorf("after stop the plugin is still installed: %s", b)
+	}
+	// The record survived.
+	if data, err := os.ReadFile(filepath.Join(dir, "state", "pods.json")); err != nil || !strings.Contains(string(data), `"web"`) {
+		t.Errorf("record after stop: %s %v", data, err)
+	}
+}
