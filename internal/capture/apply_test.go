@@ -203,3 +203,33 @@ func TestNFTablesStaleIPv6Table(t *testing.T) {
 		t.Fatalf("diff:\n%s", strings.Join(d, "\n"))
 	}
 }
+
+// TestNFTablesPolicyTamper: a base chain's policy changed to drop shows in the diff.
+func TestNFTablesPolicyTamper(t *testing.T) {
+	testenv.RequireRoot(t)
+	name, path := newNetns(t)
+	b := newNFTables()
+	rs := rules.Build(testSettings(), rules.IPv4)
+	inNetns(t, path, func() error { return b.Apply(rs) })
+	run(t, "ip", "netns", "exec", name, "nft", "chain ip sidelane output { policy drop ; }")
+	d := rules.Diff(b.Expected(rs), live(t, path, b))
+	if !slices.ContainsFunc(d, func(l string) bool { return strings.HasPrefix(l, "+") && strings.Contains(l, "policy drop") }) {
+		t.Fatalf("diff %q does not show the drop policy", d)
+	}
+}
+
+// TestPassthroughAddress: an IPv6 Apply gives lo ::6/128, usable at once (not tentative).
+func TestPassthroughAddress(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, bc := range backendCases()[:2] {
+		t.Run(bc.name, func(t *testing.T) {
+			name, path := newNetns(t)
+			b := bc.new(t)
+			inNetns(t, path, func() error { return b.Apply(rules.Build(testSettings(), rules.IPv4, rules.IPv6)) })
+			out := run(t, "ip", "-n", name, "-6", "addr", "show", "dev", "lo")
+			if !strings.Contains(out, "inet6 ::6/128") || strings.Contains(out, "tentative") {
+				t.Fatalf("lo after Apply:\n%s", out)
+			}
+		})
+	}
+}

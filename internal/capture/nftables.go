@@ -138,8 +138,11 @@ func (b *NFTables) buildApply(c *nftables.Conn, rs rules.Ruleset, present []rule
 				nc.Type = nftables.ChainType(ch.Type)
 				nc.Hooknum = hookOf(ch.Hook)
 				nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(ch.Priority))
-				accept := nftables.ChainPolicyAccept
-				nc.Policy = &accept
+				policy := nftables.ChainPolicyAccept
+				if ch.Policy == "drop" {
+					policy = nftables.ChainPolicyDrop
+				}
+				nc.Policy = &policy
 			}
 			chains[ch.Name] = c.AddChain(nc)
 		}
@@ -258,6 +261,10 @@ func readTable(c *nftables.Conn, f rules.Family) (rules.NFTTable, bool, error) {
 			nc.Type, nc.Hook = string(ch.Type), hookName(ch.Hooknum)
 			if ch.Priority != nil {
 				nc.Priority = int(*ch.Priority)
+			}
+			nc.Policy = "accept"
+			if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+				nc.Policy = "drop"
 			}
 		}
 		rs, err := c.GetRules(t, ch)

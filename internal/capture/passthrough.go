@@ -5,6 +5,7 @@ import (
 	"net"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/rules"
@@ -21,7 +22,12 @@ func ensurePassthroughAddress(rs rules.Ruleset) error {
 	}
 	// lo is always interface 1 of a network namespace (LOOPBACK_IFINDEX).
 	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(contract.InboundPassthroughIPv6), Mask: net.CIDRMask(128, 128)}}
+	// NODAD: otherwise the address stays tentative (unusable: the proxy's bind fails) until
+	// duplicate address detection has run, asynchronously.
+	addr := &netlink.Addr{
+		IPNet: &net.IPNet{IP: net.ParseIP(contract.InboundPassthroughIPv6), Mask: net.CIDRMask(128, 128)},
+		Flags: unix.IFA_F_NODAD,
+	}
 	if err := netlink.AddrReplace(lo, addr); err != nil {
 		return fmt.Errorf("add %s to lo: %w", addr.IPNet, err)
 	}

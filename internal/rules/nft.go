@@ -18,13 +18,14 @@ type NFTTable struct {
 	Chains []NFTChain
 }
 
-// NFTChain is a chain of an NFTTable. Base chains have Type "nat", a Hook and a Priority;
-// regular chains leave them empty.
+// NFTChain is a chain of an NFTTable. Base chains have Type "nat", a Hook, a Priority and
+// Policy "accept"; regular chains leave them empty.
 type NFTChain struct {
 	Name     string
 	Type     string
 	Hook     string
 	Priority int
+	Policy   string
 	Rules    []Rule
 }
 
@@ -43,7 +44,7 @@ func (r Ruleset) NFT(f Family) NFTTable {
 	for _, c := range r.Chains(f) {
 		nc := NFTChain{Name: c.Name, Rules: c.Rules}
 		if c.Hook != "" {
-			nc.Type, nc.Hook, nc.Priority = "nat", c.Hook, NFTPriority
+			nc.Type, nc.Hook, nc.Priority, nc.Policy = "nat", c.Hook, NFTPriority, "accept"
 		}
 		t.Chains = append(t.Chains, nc)
 	}
@@ -72,7 +73,7 @@ func (t NFTTable) Text() string {
 }
 
 func (c NFTChain) header() string {
-	return fmt.Sprintf("type %s hook %s priority %d; policy accept;", c.Type, c.Hook, c.Priority)
+	return fmt.Sprintf("type %s hook %s priority %d; policy %s;", c.Type, c.Hook, c.Priority, c.Policy)
 }
 
 // Lines is the canonical listing of the table, one line per table, chain and rule, in order.
