@@ -73,13 +73,21 @@ func (b *IPTables) Variant() Variant { return b.variant }
 func DetectVariant() (Variant, error) { return detectVariant(osExec{}) }
 
 func detectVariant(ex execer) (Variant, error) {
-	variants := []Variant{VariantNFT, VariantLegacy}
-	save := map[Variant]string{}
-	for _, v := range variants {
-		out, err := ex.Run("", "iptables-"+string(v)+"-save")
-		if err == nil {
-			save[v] = out
+	// Saves are run lazily and at most once each. The kubelet hint lives in the small mangle
+	// table; iptables-nft-save -t mangle reads only that. The legacy save is run without -t:
+	// naming a table would make the kernel load that legacy table into the host's namespace.
+	cache := map[string]string{}
+	save := func(name string, args ...string) string {
+		key := strings.Join(append([]string{name}, args...), " ")
+		if out, ok := cache[key]; ok {
+			return out
 		}
+		out, err := ex.Run("", name, args...)
+		if err != nil {
+			out = "" // a missing variant has no chains
+		}
+		cache[key] = out
+		return out
 	}
 	hasChain := func(out string, match func(name string) bool) bool {
 		for _, l := range strings.Split(out, "\n") {
@@ -96,24 +104,22 @@ func detectVariant(ex execer) (Variant, error) {
 		}
 		return false
 	}
-	for _, match := range []func(string) bool{
-		func(n string) bool { return n == "KUBE-IPTABLES-HINT" || n == "KUBE-KUBELET-CANARY" },
-		func(n string) bool { return strings.HasPrefix(n, "KUBE-") },
-	} {
-		var found []Variant
-		for _, v := range variants {
-			if hasChain(save[v], match) {
-				found = append(found, v)
-			}
-		}
-		if len(found) == 1 {
-			return found[0], nil
-		}
-		if len(found) == 2 {
-			// Both have kubernetes chains: kubelet writes the hint into the one it uses, and
-			// since kubernetes 1.25 it prefers nft; the nft side wins a tie.
-			return VariantNFT, nil
-		}
+	hint := func(n string) bool { return n == "KUBE-IPTABLES-HINT" || n == "KUBE-KUBELET-CANARY" }
+	kube := func(n string) bool { return strings.HasPrefix(n, "KUBE-") }
+	// kubelet writes the hint into the variant it uses (and prefers nft since kubernetes
+	// 1.25): the nft side wins when both have it.
+	if hasChain(save("iptables-nft-save", "-t", "mangle"), hint) {
+		return VariantNFT, nil
+	}
+	if hasChain(save("iptables-legacy-save"), hint) {
+		return VariantLegacy, nil
+	}
+	nftKube, legacyKube := hasChain(save("iptables-nft-save"), kube), hasChain(save("iptables-legacy-save"), kube)
+	switch {
+	case nftKube:
+		return VariantNFT, nil
+	case legacyKube:
+		return VariantLegacy, nil
 	}
 	out, err := ex.Run("", "iptables", "--version")
 	if err != nil {

@@ -30,6 +30,12 @@ func (f *fakeExec) Run(stdin, name string, args ...string) (string, error) {
 	if out, ok := f.out[cmd]; ok {
 		return out, nil
 	}
+	// A fixture of a whole save also answers for one table (fixtures hold few tables).
+	if base, ok := strings.CutSuffix(cmd, " -t mangle"); ok {
+		if out, ok := f.out[base]; ok {
+			return out, nil
+		}
+	}
 	return "", fmt.Errorf("%s: %w", cmd, errors.New("executable file not found"))
 }
 
@@ -217,5 +223,26 @@ func TestParseSaveCanonical(t *testing.T) {
 	want := []string{":SIDELANE_A - [0:0]", ":SIDELANE_B - [0:0]", "-A OUTPUT -j SIDELANE_B", "-A SIDELANE_A -j RETURN", "-A SIDELANE_B -j RETURN"}
 	if !slices.Equal(a.lines, want) {
 		t.Fatalf("lines %q, want %q", a.lines, want)
+	}
+}
+
+// TestDetectVariantCheap: on an nft host with kubelet's hint, one small read decides; the
+// legacy save is never asked for a table (that would load it into the host's kernel).
+func TestDetectVariantCheap(t *testing.T) {
+	fe := &fakeExec{out: map[string]string{"iptables-nft-save -t mangle": kubeletHint}}
+	if v, err := detectVariant(fe); err != nil || v != VariantNFT {
+		t.Fatalf("detectVariant = %q, %v", v, err)
+	}
+	if !slices.Equal(fe.calls, []string{"iptables-nft-save -t mangle"}) {
+		t.Fatalf("calls %q, want only the mangle read", fe.calls)
+	}
+	fe = &fakeExec{out: map[string]string{"iptables --version": "iptables v1.8.9 (legacy)"}}
+	if _, err := detectVariant(fe); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range fe.calls {
+		if strings.HasPrefix(c, "iptables-legacy-save ") {
+			t.Errorf("legacy save with a table: %q", c)
+		}
 	}
 }
