@@ -1,0 +1,258 @@
+package kubectlplugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/redirect"
+)
+
+// fakeAgent serves a pod list and rules views, and checks the bearer token.
+func fakeAgent(t *testing.T, node string, pods []agentapi.PodRecord, views map[string]agentapi.RulesView) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("Authorization") {
+		case "Bearer good":
+		case "Bearer forbidden":
+			w.WriteHeader(403)
+			json.NewEncoder(w).Encode(agentapi.Error{Error: `user "eve" may not list pods`})
+			return
+		default:
+			w.WriteHeader(401)
+			json.NewEncoder(w).Encode(agentapi.Error{Error: "token not authenticated"})
+			return
+		}
+		if r.URL.Path == agentapi.PathPods {
+			json.NewEncoder(w).Encode(agentapi.PodList{Node: node, Items: pods})
+			return
+		}
+		v, ok := views[r.URL.Path]
+		if !ok {
+			w.WriteHeader(404)
+			json.NewEncoder(w).Encode(agentapi.Error{Error: "pod not in the record of node " + node})
+			return
+		}
+		json.NewEncoder(w).Encode(v)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type fakeCluster struct {
+	ns      string
+	podNode map[string]string // ns/name → node
+	agents  map[string]string // node → base URL ("" = cannot connect)
+	token   string
+}
+
+func (f *fakeCluster) Namespace() string { return f.ns }
+func (f *fakeCluster) PodNode(_ context.Context, ns, name string) (string, error) {
+	n, ok := f.podNode[ns+"/"+name]
+	if !ok {
+		return "", fmt.Errorf(`pod %s/%s: pods "%s" not found`, ns, name, name)
+	}
+	return n, nil
+}
+func (f *fakeCluster) AgentNodes(context.Context) ([]string, error) {
+	var out []string
+	for n := range f.agents {
+		out = append(out, n)
+	}
+	if len(out) == 2 && out[0] > out[1] {
+		out[0], out[1] = out[1], out[0]
+	}
+	return out, nil
+}
+func (f *fakeCluster) Agent(_ context.Context, node string) (Agent, error) {
+	u := f.agents[node]
+	if u == "" {
+		return nil, fmt.Errorf("no running node agent pod on node %s", node)
+	}
+	return &HTTPAgent{Base: u, Token: f.token, Client: &http.Client{Timeout: 10 * time.Second}}, nil
+}
+
+func runPlugin(t *testing.T, cl Cluster, inject Injector, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), args, Options{
+		NewCluster: func(string, string) (Cluster, error) { return cl, nil },
+		Inject:     inject, Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb,
+	})
+	return code, out.String(), errb.String()
+}
+
+var (
+	settings = redirect.Defaults()
+	applied  = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	web      = agentapi.PodRecord{Namespace: "team", Name: "web", State: "captured", Backend: "nftables", Netns: "/var/run/netns/cni-1", LastApplied: applied, Settings: &settings}
+	db       = agentapi.PodRecord{Namespace: "team", Name: "db", State: "captured", Backend: "iptables", LastApplied: applied}
+	lost     = agentapi.PodRecord{Namespace: "team", Name: "lost", State: "missing", Reason: "injected pod without a report"}
+	plain    = agentapi.PodRecord{Namespace: "team", Name: "plain", State: "skipped", Reason: "not injected"}
+	broken   = agentapi.PodRecord{Namespace: "team", Name: "broken", State: "failed", Reason: "annotation redirect.sidelane.io/inbound-ports: invalid value \"x\""}
+	inSync   = agentapi.RulesView{Pod: web, Settings: &settings, Backend: "nftables", Expected: []string{"ip prerouting: tcp jump inbound"}, Live: []string{"ip prerouting: tcp jump inbound"}, Diff: []string{}, InSync: true}
+	drifted  = agentapi.RulesView{Pod: db, Backend: "iptables", Expected: []string{"-A PREROUTING -p tcp -j SIDELANE_INBOUND"}, Live: []string{},
+		Diff: []string{"--A PREROUTING -p tcp -j SIDELANE_INBOUND"}}
+	lostView = agentapi.RulesView{Pod: lost, Backend: "nftables", Expected: []string{"x"}, Live: []string{}, Diff: []string{"-x"}, LiveErr: "network namespace of the pod unknown"}
+)
+
+func TestRules(t *testing.T) {
+	a := fakeAgent(t, "n1", nil, map[string]agentapi.RulesView{"/v1/pods/team/web/rules": inSync, "/v1/pods/team/db/rules": drifted})
+	cl := &fakeCluster{ns: "team", podNode: map[string]string{"team/web": "n1", "team/db": "n1", "other/x": "n1"}, agents: map[string]string{"n1": a.URL}, token: "good"}
+
+	code, out, errs := runPlugin(t, cl, nil, "", "rules", "web")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"Pod: team/web", "Node: n1", "Backend: nftables", "In sync: yes", "Last applied: 2026-01-02T03:04:05Z",
+		"Settings: inbound all ports → :15006 (except 15020,15021,15090); outbound all destinations → :15001; proxy uid/gid 1337/1337",
+		"Expected rules (1):\n ip prerouting: tcp jump inbound", "Live rules (1):", "Difference: none"} {
+		if !strings.Contains(squash(out), want) {
+			t.Errorf("rules output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = runPlugin(t, cl, nil, "", "rules", "-n", "team", "db")
+	if code != 0 || !strings.Contains(squash(out), "In sync: NO") || !strings.Contains(squash(out), "Difference (- expected but absent, + present but unexpected) (1):\n --A PREROUTING") {
+		t.Errorf("drifted rules (exit %d):\n%s", code, out)
+	}
+	code, out, _ = runPlugin(t, cl, nil, "", "rules", "db", "-n", "team", "-o", "json")
+	var v agentapi.RulesView
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || v.InSync || v.Pod.Name != "db" {
+		t.Errorf("json (exit %d, %v): %s", code, err, out)
+	}
+	for _, tc := range []struct {
+		args     []string
+		token    string
+		code     int
+		wantErrs string
+	}{
+		{[]string{"rules"}, "good", ExitUsage, "want exactly one pod name"},
+		{[]string{"rules", "a", "b"}, "good", ExitUsage, "want exactly one pod name"},
+		{[]string{"rules", "web", "-o", "yaml"}, "good", ExitUsage, `-o "yaml": want json`},
+		{[]string{"rules", "web", "--bogus"}, "good", ExitUsage, "flag provided but not defined"},
+		{[]string{"rules", "nope"}, "good", ExitError, `pods "nope" not found`},
+		{[]string{"rules", "x", "-n", "other"}, "good", ExitError, "404 Not Found: pod not in the record of node n1"},
+		{[]string{"rules", "web"}, "bad", ExitError, "401 Unauthorized: token not authenticated"},
+		{[]string{"rules", "web"}, "forbidden", ExitError, "lacks the RBAC"},
+		{[]string{"frobnicate"}, "good", ExitUsage, `unknown command "frobnicate"`},
+	} {
+		cl.token = tc.token
+		code, _, errs := runPlugin(t, cl, nil, "", tc.args...)
+		if code != tc.code || !strings.Contains(errs, tc.wantErrs) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errs, tc.code, tc.wantErrs)
+		}
+	}
+}
+
+func TestPods(t *testing.T) {
+	a1 := fakeAgent(t, "n1", []agentapi.PodRecord{web, plain}, nil)
+	a2 := fakeAgent(t, "n2", []agentapi.PodRecord{broken}, nil)
+	cl := &fakeCluster{agents: map[string]string{"n1": a1.URL, "n2": a2.URL}, token: "good"}
+	code, out, errs := runPlugin(t, cl, nil, "", "pods")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "NODE") ||
+		!strings.Contains(squash(lines[1]), "n1 team web captured nftables 2026-01-02T03:04:05Z -") ||
+		!strings.Contains(squash(lines[2]), "plain skipped -") || !strings.HasPrefix(lines[3], "n2") || !strings.Contains(lines[3], `invalid value "x"`) {
+		t.Errorf("pods table:\n%s", out)
+	}
+	code, out, _ = runPlugin(t, cl, nil, "", "pods", "--node", "n2", "-o", "json")
+	var got []NodePods
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got) != 1 || got[0].Node != "n2" || got[0].Items[0].Name != "broken" {
+		t.Errorf("pods json (exit %d, %v): %s", code, err, out)
+	}
+	code, out, _ = runPlugin(t, cl, nil, "", "pods", "--node", "n3")
+	if code != ExitError || !strings.Contains(squash(out), "n3 - - error") {
+		t.Errorf("unknown node (exit %d):\n%s", code, out)
+	}
+}
+
+func TestCheckExitCodes(t *testing.T) {
+	views := map[string]agentapi.RulesView{"/v1/pods/team/web/rules": inSync, "/v1/pods/team/db/rules": drifted, "/v1/pods/team/lost/rules": lostView}
+	for _, tc := range []struct {
+		name  string
+		nodes map[string][]agentapi.PodRecord // nil list = unreachable agent
+		code  int
+		want  []string
+	}{
+		{name: "all in sync", nodes: map[string][]agentapi.PodRecord{"n1": {web, plain}}, code: ExitOK,
+			want: []string{"n1 team web captured ok", "all 1 captured pods on 1 nodes have their rules in place"}},
+		{name: "no pods", nodes: map[string][]agentapi.PodRecord{"n1": {}}, code: ExitOK, want: []string{"all 0 captured pods"}},
+		{name: "drifted", nodes: map[string][]agentapi.PodRecord{"n1": {web}, "n2": {db}}, code: ExitProblems,
+			want: []string{"PROBLEM: live rules differ", "team/db on n2 (- expected but absent", " --A PREROUTING", "1 of 2 captured pods on 2 nodes have a problem"}},
+		{name: "missing", nodes: map[string][]agentapi.PodRecord{"n1": {web, lost}}, code: ExitProblems,
+			want: []string{"lost missing PROBLEM: network namespace of the pod unknown"}},
+		{name: "failed", nodes: map[string][]agentapi.PodRecord{"n1": {broken}}, code: ExitProblems,
+			want: []string{"PROBLEM: the plugin failed to capture it: annotation redirect.sidelane.io/inbound-ports"}},
+		{name: "agent unreachable", nodes: map[string][]agentapi.PodRecord{"n1": {web}, "n2": nil}, code: ExitError,
+			want: []string{"node n2: could not ask its agent: no running node agent pod on node n2", "1 captured pods ok, but 1 of 2 nodes could not be checked"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := &fakeCluster{agents: map[string]string{}, token: "good"}
+			for n, pods := range tc.nodes {
+				cl.agents[n] = ""
+				if pods != nil {
+					cl.agents[n] = fakeAgent(t, n, pods, views).URL
+				}
+			}
+			code, out, errs := runPlugin(t, cl, nil, "", "check")
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s%s", code, tc.code, out, errs)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(squash(out), w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			code, out, _ = runPlugin(t, cl, nil, "", "check", "-o", "json")
+			var res CheckResult
+			if err := json.Unmarshal([]byte(out), &res); err != nil || code != tc.code || res.OK != (tc.code == ExitOK) {
+				t.Errorf("json (exit %d, %v): %s", code, err, out)
+			}
+		})
+	}
+}
+
+func TestInject(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "pod.yaml")
+	os.WriteFile(f, []byte("kind: Pod\n"), 0o644)
+	inj := func(in []byte) ([]byte, error) {
+		if !bytes.Contains(in, []byte("kind: Pod")) {
+			return nil, errors.New("not a pod")
+		}
+		return append(in, []byte("# injected\n")...), nil
+	}
+	if code, out, errs := runPlugin(t, nil, inj, "", "inject", "-f", f); code != 0 || out != "kind: Pod\n# injected\n" {
+		t.Errorf("inject file: %d %q %s", code, out, errs)
+	}
+	if code, out, _ := runPlugin(t, nil, inj, "kind: Pod\n", "inject", "-f", "-"); code != 0 || !strings.HasSuffix(out, "# injected\n") {
+		t.Errorf("inject stdin: %d %q", code, out)
+	}
+	if code, _, errs := runPlugin(t, nil, inj, "kind: Service\n", "inject", "-f", "-"); code != ExitError || !strings.Contains(errs, "inject -: not a pod") {
+		t.Errorf("inject error: %d %s", code, errs)
+	}
+	if code, _, errs := runPlugin(t, nil, inj, "", "inject"); code != ExitUsage || !strings.Contains(errs, "want -f FILE") {
+		t.Errorf("inject without -f: %d %s", code, errs)
+	}
+	if code, _, errs := runPlugin(t, nil, inj, "", "inject", "-f", filepath.Join(t.TempDir(), "none.yaml")); code != ExitError || !strings.Contains(errs, "none.yaml") {
+		t.Errorf("inject missing file: %d %s", code, errs)
+	}
+}
+
+// squash collapses runs of spaces (tabwriter padding) to one.
+func squash(s string) string { return spaces.ReplaceAllString(s, " ") }
+
+var spaces = regexp.MustCompile(` {2,}`)
