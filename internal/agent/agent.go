@@ -40,8 +40,8 @@ type Config struct {
 	Kubeconfig string
 	// Socket is the unix socket of the API (the plugin's agent_socket).
 	Socket string
-	// Listen is the TCP address of the authenticated API ("" disables it).
-	Listen string
+	// Listen are the TCP addresses of the authenticated API (none: no TCP API).
+	Listen []string
 	// StateDir holds the record (record.FileName).
 	StateDir string
 	// ProcRoot is where the host's /proc is (hostPID).
@@ -191,7 +191,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	errc := make(chan error, 4)
+	errc := make(chan error, 4+len(cfg.Listen))
 	n := 0
 	start := func(name string, fn func(context.Context) error) {
 		n++
@@ -208,14 +208,27 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		return err
 	}
 	start("unix API", func(ctx context.Context) error { return server.Serve(ctx, ul, srv.UnixHandler()) })
-	if cfg.Listen != "" {
-		tl, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			ul.Close()
-			return fmt.Errorf("agent TCP API: %w", err)
-		}
+	if len(cfg.Listen) > 0 {
 		h := srv.TCPHandler(auth.New(client, cfg.AuthCacheTTL))
-		start("TCP API", func(ctx context.Context) error { return server.Serve(ctx, tl, h) })
+		var tls []net.Listener
+		for _, addr := range cfg.Listen {
+			tl, err := net.Listen("tcp", addr)
+			if err != nil {
+				ul.Close()
+				for _, l := range tls {
+					l.Close()
+				}
+				stop()
+				for i := 0; i < n; i++ {
+					<-errc
+				}
+				return fmt.Errorf("agent TCP API: %w", err)
+			}
+			tls = append(tls, tl)
+		}
+		for _, tl := range tls {
+			start("TCP API "+tl.Addr().String(), func(ctx context.Context) error { return server.Serve(ctx, tl, h) })
+		}
 	}
 	start("install watcher", watcher.Run)
 	start("pod watcher", pw.Run)

@@ -42,7 +42,7 @@ func TestRunFlags(t *testing.T) {
 		if tc.wantErr == "" {
 			if err != nil {
 				t.Errorf("%v: %v", tc.args, err)
-			} else if cfg.Node != "n1" || cfg.RepairMode != "inplace" || cfg.Listen != ":15080" || cfg.Install.PluginConfig["agent_socket"] != contract.DefaultAgentSocket {
+			} else if cfg.Node != "n1" || cfg.RepairMode != "inplace" || strings.Join(cfg.Listen, ",") != ":15080" || cfg.Install.PluginConfig["agent_socket"] != contract.DefaultAgentSocket {
 				t.Errorf("%v: %+v", tc.args, cfg)
 			}
 			continue
@@ -54,7 +54,7 @@ func TestRunFlags(t *testing.T) {
 	t.Setenv("NODE_NAME", "from-env")
 	t.Setenv("NODE_IP", "192.0.2.7")
 	cfg, err := RunFlags(nil, io.Discard)
-	if err != nil || cfg.Node != "from-env" || cfg.Listen != "192.0.2.7:15080" {
+	if err != nil || cfg.Node != "from-env" || strings.Join(cfg.Listen, ",") != "127.0.0.1:15080,192.0.2.7:15080" {
 		t.Errorf("env: %+v %v", cfg, err)
 	}
 }

@@ -170,9 +170,9 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.Socket, "socket", contract.DefaultAgentSocket, "unix socket of the API (the plugin's agent_socket); its directory is made 0700")
 	defListen := ":" + fmt.Sprint(contract.AgentPort)
 	if ip := os.Getenv("NODE_IP"); ip != "" {
-		defListen = DefaultListen(ip)
+		defListen = DefaultListen("127.0.0.1") + "," + DefaultListen(ip)
 	}
-	fs.StringVar(&listen, "listen", defListen, `TCP address of the authenticated API (default $NODE_IP:15080, else :15080; "off" disables it)`)
+	fs.StringVar(&listen, "listen", defListen, `comma-separated TCP addresses of the authenticated API (default 127.0.0.1:15080,$NODE_IP:15080 when NODE_IP is set, else :15080; loopback is where port-forwards arrive; "off" disables it)`)
 	fs.StringVar(&cfg.StateDir, "state-dir", contract.AgentStateDir, "directory of the pod record")
 	fs.StringVar(&cfg.ProcRoot, "proc", "/proc", "the host's /proc (the agent runs with hostPID)")
 	fs.StringVar(&mode, "repair-mode", string(repair.ModeInPlace), "what to do with pods whose rules are missing or drifted: inplace (delete when impossible), delete or off")
@@ -205,7 +205,11 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 		return cfg, usageError{errors.New("--node-name (or NODE_NAME) is required")}
 	}
 	if listen != "off" {
-		cfg.Listen = listen
+		for _, a := range strings.Split(listen, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.Listen = append(cfg.Listen, a)
+			}
+		}
 	}
 	for _, ns := range strings.Split(excluded, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
