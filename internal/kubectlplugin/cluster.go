@@ -200,7 +200,7 @@ func (c *KubeCluster) agentPod(ctx context.Context, node string) (*corev1.Pod, e
 	}
 	for i := range l.Items {
 		p := &l.Items[i]
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+		if p.Spec.NodeName == node && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
 			return p, nil
 		}
 	}

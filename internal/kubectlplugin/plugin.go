@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/inject"
 )
 
 // Exit codes.
@@ -36,23 +37,19 @@ commands:
   pods [--node NODE]         the pods the node agents have recorded (every node by default)
   check                      check every captured pod in the cluster; exit 1 if any pod's
                              rules are missing, drifted or failed
-  inject -f FILE             print FILE (YAML, "-" for stdin) with the sidecar injected
+  inject -f FILE             print FILE (YAML, "-" for stdin) with the sidecar injected, as
+                             the webhook would (--template FILE, --image IMAGE to override)
 
 flags of every command: -o json (machine-readable output), --kubeconfig, --context
 `
-
-// Injector is the injector's manual mode: YAML in, injected YAML out.
-type Injector func(in []byte) ([]byte, error)
 
 // Options are the plugin's dependencies.
 type Options struct {
 	// NewCluster connects to the cluster of kubeconfig/context.
 	NewCluster func(kubeconfig, kubeContext string) (Cluster, error)
-	// Inject is the injector's manual mode (nil: inject is not available in this build).
-	Inject Injector
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
+	Stdin      io.Reader
+	Stdout     io.Writer
+	Stderr     io.Writer
 }
 
 type common struct {
@@ -133,12 +130,14 @@ func Main(ctx context.Context, args []string, o Options) int {
 	case "inject":
 		file := fs.String("f", "", `file to inject ("-" for stdin)`)
 		fs.StringVar(file, "filename", "", `file to inject ("-" for stdin)`)
+		tplFile := fs.String("template", "", "injection template file (the injector's; default: built-in)")
+		image := fs.String("image", "", "proxy image (overrides the template's)")
 		var pos []string
 		if pos, err = parseInterspersed(fs, args[1:]); err == nil {
 			if len(pos) != 0 || *file == "" {
 				err = usageError{errors.New("want -f FILE")}
 			} else {
-				code, err = injectCmd(o, *file)
+				code, err = injectCmd(o, *file, *tplFile, *image)
 			}
 		}
 	default:
@@ -331,24 +330,30 @@ func checkNode(ctx context.Context, cl Cluster, node string, res *CheckResult) e
 	return nil
 }
 
-func injectCmd(o Options, file string) (int, error) {
-	if o.Inject == nil {
-		return ExitError, errors.New("manual injection is not available in this build")
+// injectCmd is the injector's manual mode (inject.InjectYAML): YAML in, injected YAML out;
+// nothing is written when a document is malformed or refused.
+func injectCmd(o Options, file, tplFile, image string) (int, error) {
+	tpl := inject.DefaultTemplate()
+	if tplFile != "" {
+		var err error
+		if tpl, err = inject.LoadTemplateFile(tplFile, tpl); err != nil {
+			return ExitError, err
+		}
 	}
-	var in []byte
-	var err error
-	if file == "-" {
-		in, err = io.ReadAll(o.Stdin)
-	} else {
-		in, err = os.ReadFile(file)
+	if image != "" {
+		tpl.Image = image
 	}
-	if err != nil {
-		return ExitError, fmt.Errorf("read %s: %w", file, err)
+	var in io.Reader = o.Stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return ExitError, fmt.Errorf("read %s: %w", file, err)
+		}
+		defer f.Close()
+		in = f
 	}
-	out, err := o.Inject(in)
-	if err != nil {
+	if err := inject.InjectYAML(in, o.Stdout, tpl); err != nil {
 		return ExitError, fmt.Errorf("inject %s: %w", file, err)
 	}
-	_, err = o.Stdout.Write(out)
-	return ExitOK, err
+	return ExitOK, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/inject"
 	"github.com/sidelane/sidelane/internal/redirect"
 )
 
@@ -83,12 +83,12 @@ func (f *fakeCluster) Agent(_ context.Context, node string) (Agent, error) {
 	return &HTTPAgent{Base: u, Token: f.token, Client: &http.Client{Timeout: 10 * time.Second}}, nil
 }
 
-func runPlugin(t *testing.T, cl Cluster, inject Injector, stdin string, args ...string) (int, string, string) {
+func runPlugin(t *testing.T, cl Cluster, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := Main(context.Background(), args, Options{
 		NewCluster: func(string, string) (Cluster, error) { return cl, nil },
-		Inject:     inject, Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb,
+		Stdin:      strings.NewReader(stdin), Stdout: &out, Stderr: &errb,
 	})
 	return code, out.String(), errb.String()
 }
@@ -111,7 +111,7 @@ func TestRules(t *testing.T) {
 	a := fakeAgent(t, "n1", nil, map[string]agentapi.RulesView{"/v1/pods/team/web/rules": inSync, "/v1/pods/team/db/rules": drifted})
 	cl := &fakeCluster{ns: "team", podNode: map[string]string{"team/web": "n1", "team/db": "n1", "other/x": "n1"}, agents: map[string]string{"n1": a.URL}, token: "good"}
 
-	code, out, errs := runPlugin(t, cl, nil, "", "rules", "web")
+	code, out, errs := runPlugin(t, cl, "", "rules", "web")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -122,11 +122,11 @@ func TestRules(t *testing.T) {
 			t.Errorf("rules output lacks %q:\n%s", want, out)
 		}
 	}
-	code, out, _ = runPlugin(t, cl, nil, "", "rules", "-n", "team", "db")
+	code, out, _ = runPlugin(t, cl, "", "rules", "-n", "team", "db")
 	if code != 0 || !strings.Contains(squash(out), "In sync: NO") || !strings.Contains(squash(out), "Difference (- expected but absent, + present but unexpected) (1):\n --A PREROUTING") {
 		t.Errorf("drifted rules (exit %d):\n%s", code, out)
 	}
-	code, out, _ = runPlugin(t, cl, nil, "", "rules", "db", "-n", "team", "-o", "json")
+	code, out, _ = runPlugin(t, cl, "", "rules", "db", "-n", "team", "-o", "json")
 	var v agentapi.RulesView
 	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || v.InSync || v.Pod.Name != "db" {
 		t.Errorf("json (exit %d, %v): %s", code, err, out)
@@ -148,7 +148,7 @@ func TestRules(t *testing.T) {
 		{[]string{"frobnicate"}, "good", ExitUsage, `unknown command "frobnicate"`},
 	} {
 		cl.token = tc.token
-		code, _, errs := runPlugin(t, cl, nil, "", tc.args...)
+		code, _, errs := runPlugin(t, cl, "", tc.args...)
 		if code != tc.code || !strings.Contains(errs, tc.wantErrs) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errs, tc.code, tc.wantErrs)
 		}
@@ -159,7 +159,7 @@ func TestPods(t *testing.T) {
 	a1 := fakeAgent(t, "n1", []agentapi.PodRecord{web, plain}, nil)
 	a2 := fakeAgent(t, "n2", []agentapi.PodRecord{broken}, nil)
 	cl := &fakeCluster{agents: map[string]string{"n1": a1.URL, "n2": a2.URL}, token: "good"}
-	code, out, errs := runPlugin(t, cl, nil, "", "pods")
+	code, out, errs := runPlugin(t, cl, "", "pods")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -169,12 +169,12 @@ func TestPods(t *testing.T) {
 		!strings.Contains(squash(lines[2]), "plain skipped -") || !strings.HasPrefix(lines[3], "n2") || !strings.Contains(lines[3], `invalid value "x"`) {
 		t.Errorf("pods table:\n%s", out)
 	}
-	code, out, _ = runPlugin(t, cl, nil, "", "pods", "--node", "n2", "-o", "json")
+	code, out, _ = runPlugin(t, cl, "", "pods", "--node", "n2", "-o", "json")
 	var got []NodePods
 	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got) != 1 || got[0].Node != "n2" || got[0].Items[0].Name != "broken" {
 		t.Errorf("pods json (exit %d, %v): %s", code, err, out)
 	}
-	code, out, _ = runPlugin(t, cl, nil, "", "pods", "--node", "n3")
+	code, out, _ = runPlugin(t, cl, "", "pods", "--node", "n3")
 	if code != ExitError || !strings.Contains(squash(out), "n3 - - error") {
 		t.Errorf("unknown node (exit %d):\n%s", code, out)
 	}
@@ -208,7 +208,7 @@ func TestCheckExitCodes(t *testing.T) {
 					cl.agents[n] = fakeAgent(t, n, pods, views).URL
 				}
 			}
-			code, out, errs := runPlugin(t, cl, nil, "", "check")
+			code, out, errs := runPlugin(t, cl, "", "check")
 			if code != tc.code {
 				t.Fatalf("exit %d, want %d:\n%s%s", code, tc.code, out, errs)
 			}
@@ -217,7 +217,7 @@ func TestCheckExitCodes(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", w, out)
 				}
 			}
-			code, out, _ = runPlugin(t, cl, nil, "", "check", "-o", "json")
+			code, out, _ = runPlugin(t, cl, "", "check", "-o", "json")
 			var res CheckResult
 			if err := json.Unmarshal([]byte(out), &res); err != nil || code != tc.code || res.OK != (tc.code == ExitOK) {
 				t.Errorf("json (exit %d, %v): %s", code, err, out)
@@ -227,28 +227,52 @@ func TestCheckExitCodes(t *testing.T) {
 }
 
 func TestInject(t *testing.T) {
+	const pod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: team
+spec:
+  containers:
+  - name: app
+    image: nginx
+`
 	f := filepath.Join(t.TempDir(), "pod.yaml")
-	os.WriteFile(f, []byte("kind: Pod\n"), 0o644)
-	inj := func(in []byte) ([]byte, error) {
-		if !bytes.Contains(in, []byte("kind: Pod")) {
-			return nil, errors.New("not a pod")
-		}
-		return append(in, []byte("# injected\n")...), nil
-	}
-	if code, out, errs := runPlugin(t, nil, inj, "", "inject", "-f", f); code != 0 || out != "kind: Pod\n# injected\n" {
-		t.Errorf("inject file: %d %q %s", code, out, errs)
-	}
-	if code, out, _ := runPlugin(t, nil, inj, "kind: Pod\n", "inject", "-f", "-"); code != 0 || !strings.HasSuffix(out, "# injected\n") {
-		t.Errorf("inject stdin: %d %q", code, out)
-	}
-	if code, _, errs := runPlugin(t, nil, inj, "kind: Service\n", "inject", "-f", "-"); code != ExitError || !strings.Contains(errs, "inject -: not a pod") {
-		t.Errorf("inject error: %d %s", code, errs)
-	}
-	if code, _, errs := runPlugin(t, nil, inj, "", "inject"); code != ExitUsage || !strings.Contains(errs, "want -f FILE") {
-		t.Errorf("inject without -f: %d %s", code, errs)
-	}
-	if code, _, errs := runPlugin(t, nil, inj, "", "inject", "-f", filepath.Join(t.TempDir(), "none.yaml")); code != ExitError || !strings.Contains(errs, "none.yaml") {
-		t.Errorf("inject missing file: %d %s", code, errs)
+	os.WriteFile(f, []byte(pod), 0o644)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		stdin string
+		code  int
+		want  []string // in stdout (or stderr when code != 0)
+	}{
+		{name: "file", args: []string{"inject", "-f", f}, code: 0,
+			want: []string{"name: sidelane-proxy", "sidelane.io/status", "image: " + inject.DefaultImage, "name: app"}},
+		{name: "stdin and image", args: []string{"inject", "-f", "-", "--image", "registry.example/proxy:1"}, stdin: pod, code: 0,
+			want: []string{"image: registry.example/proxy:1", "redirect.sidelane.io/inbound-ports"}},
+		{name: "malformed", args: []string{"inject", "-f", "-"}, stdin: "kind: Pod\nspec: [", code: ExitError, want: []string{"inject -: document 1"}},
+		{name: "no -f", args: []string{"inject"}, code: ExitUsage, want: []string{"want -f FILE"}},
+		{name: "missing file", args: []string{"inject", "-f", filepath.Join(t.TempDir(), "none.yaml")}, code: ExitError, want: []string{"none.yaml"}},
+		{name: "bad template", args: []string{"inject", "-f", f, "--template", filepath.Join(t.TempDir(), "tpl.yaml")}, code: ExitError, want: []string{"template"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := runPlugin(t, nil, tc.stdin, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d: %s%s", code, tc.code, out, errs)
+			}
+			got := out
+			if code != 0 {
+				got = errs
+				if out != "" {
+					t.Errorf("partial output on error: %q", out)
+				}
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("lacks %q:\n%s", w, got)
+				}
+			}
+		})
 	}
 }
 
