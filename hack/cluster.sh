@@ -196,11 +196,12 @@ save_host_state() {
   for k in "${SYSCTLS[@]}"; do
     v=$(sysctl -n "$k" 2>/dev/null) && echo "$k=$v" >>"$W/run/sysctls"
   done
-  lsmod | awk 'NR>1{print $1}' | sort >"$W/run/modules"
+  { [ -r /proc/modules ] && awk '{print $1}' /proc/modules; } | sort >"$W/run/modules" || true
   ls /run/netns 2>/dev/null | sort >"$W/run/netns" || true
+  { nft list tables 2>/dev/null || true; } >"$W/run/nft-tables"
   local d
   : >"$W/run/created-dirs"
-  for d in /var/run/sidelane /var/lib/sidelane /var/lib/kubelet /var/lib/cni /var/log/pods /var/log/containers /run/containerd; do
+  for d in /var/run/sidelane /var/lib/sidelane /var/lib/kubelet /var/lib/cni /var/log/pods /var/log/containers /run/containerd /run/mount; do
     [ -e "$d" ] || echo "$d" >>"$W/run/created-dirs"
   done
 }
@@ -377,14 +378,25 @@ down() {
     $cmd -D OUTPUT -j KUBE-FIREWALL 2>/dev/null || true
     for t in nat filter mangle; do
       # Rules in built-in chains that jump to our chains, then the chains themselves.
-      $cmd-save -t $t 2>/dev/null | grep -E '^-A (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) .*-j (KUBE|CNI)-' | sed 's/^-A/-D/' |
-        while read -r r; do eval "$cmd -t $t $r" 2>/dev/null || true; done
+      { $cmd-save -t $t 2>/dev/null | grep -E '^-A (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) .*-j (KUBE|CNI)-' | sed 's/^-A/-D/' |
+        while read -r r; do eval "$cmd -t $t $r" 2>/dev/null || true; done; } || true
       for c in $($cmd-save -t $t 2>/dev/null | awk '/^:(KUBE|CNI)-/{print substr($1,2)}'); do $cmd -t $t -F "$c" 2>/dev/null || true; done
       for c in $($cmd-save -t $t 2>/dev/null | awk '/^:(KUBE|CNI)-/{print substr($1,2)}'); do $cmd -t $t -X "$c" 2>/dev/null || true; done
     done
   done
   # kube-proxy also creates nftables tables of its own (kube-proxy, ip and ip6) since 1.29.
   for fam in ip ip6; do nft delete table $fam kube-proxy 2>/dev/null || true; done
+  # iptables-nft tables that the cluster brought into being and that are now empty.
+  if [ -f "$W/run/nft-tables" ] && command -v nft >/dev/null; then
+    local tbl
+    while read -r tbl; do
+      grep -qxF "$tbl" "$W/run/nft-tables" && continue
+      # shellcheck disable=SC2086
+      if ! nft list $tbl 2>/dev/null | grep -qE '^\s+(ip|ip6|meta|counter|jump|goto|tcp|udp|ct|mark|fib|iif|oif|log|drop|accept|reject|return)\b'; then
+        nft delete $tbl 2>/dev/null || true
+      fi
+    done < <(nft list tables 2>/dev/null | grep -E '^table (ip|ip6) ' || true)
+  fi
   # Network namespaces the runtime created (not those that existed before up).
   local ns
   for ns in $(ls /run/netns 2>/dev/null | grep '^cni-' || true); do
@@ -404,7 +416,7 @@ down() {
   fi
   if [ -f "$W/run/modules" ]; then
     for mod in br_netfilter; do
-      if lsmod | awk '{print $1}' | grep -qx $mod && ! grep -qx $mod "$W/run/modules"; then modprobe -r $mod 2>/dev/null || true; fi
+      if [ -r /proc/modules ] && awk '{print $1}' /proc/modules | grep -qx $mod && ! grep -qx $mod "$W/run/modules"; then modprobe -r $mod 2>/dev/null || true; fi
     done
   fi
   rm -rf "$W"

@@ -18,7 +18,7 @@ metric() {
   local ip
   ip=$(kubectl -n $NS get pod "$1" -o jsonpath='{.status.podIP}')
   curl -sf --max-time 5 "http://$ip:15090/stats/prometheus" |
-    awk -v n="$3" -v d="direction=\"$2\"" '$1 ~ "^"n"({|$)" && index($1, d) {s += $2} END {printf "%d\n", s}'
+    awk -v n="$3" -v d="direction=\"$2\"" '{split($1, a, "{")} a[1] == n && index($1, d) {s += $2} END {printf "%d\n", s}'
 }
 
 up() {
