@@ -1,0 +1,174 @@
+// Command sidelane-injector is Sidelane's mutating admission webhook (it adds the
+// sidelane-proxy container and the redirect annotations to pods of opted-in namespaces) and,
+// as `sidelane-injector inject -f app.yaml`, the same injection applied to YAML offline.
+// See docs/injector.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/inject"
+	"github.com/sidelane/sidelane/internal/webhook"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "inject" {
+		if err := manual(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "sidelane-injector inject:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		os.Args = append(os.Args[:1], os.Args[2:]...)
+	}
+	if err := serve(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "sidelane-injector:", err)
+		os.Exit(1)
+	}
+}
+
+// templateFlags are the flags both modes share.
+func templateFlags(fs *flag.FlagSet) func() (inject.Template, string) {
+	file := fs.String("template", "", "injection template file (YAML/JSON: image, imagePullPolicy, resources, nativeSidecar, logLevel); reloaded on change")
+	image := fs.String("proxy-image", inject.DefaultImage, "proxy image, unless the template file names one")
+	pull := fs.String("proxy-image-pull-policy", "", "proxy imagePullPolicy, unless the template file sets one")
+	return func() (inject.Template, string) {
+		t := inject.DefaultTemplate()
+		t.Image = *image
+		if *pull != "" {
+			t.ImagePullPolicy = corev1.PullPolicy(*pull)
+		}
+		t.InjectorVersion = webhook.Version()
+		return t, *file
+	}
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("sidelane-injector", flag.ContinueOnError)
+	listen := fs.String("listen", ":9443", "HTTPS address of /inject, /healthz, /readyz")
+	metrics := fs.String("metrics-listen", ":9090", "plain-HTTP address of /metrics, /healthz, /readyz (\"\" disables)")
+	cert := fs.String("tls-cert", "", "serving certificate file (reloaded on rotation)")
+	key := fs.String("tls-key", "", "serving key file (reloaded on rotation)")
+	self := fs.Bool("self-signed", false, "make a CA and serving certificate at start and patch the webhook configuration's caBundle")
+	whc := fs.String("webhook-config", "sidelane-injector", "MutatingWebhookConfiguration whose caBundle --self-signed patches")
+	svc := fs.String("service", "sidelane-injector", "Service name in the serving certificate")
+	ns := fs.String("namespace", contract.SystemNamespace, "namespace of the Service")
+	exclude := fs.String("exclude-namespaces", strings.Join(contract.DefaultExcludeNamespaces, ","), "namespaces never injected (comma-separated)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	tpl := templateFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+
+	restCfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		return fmt.Errorf("API server configuration: %w", err)
+	}
+	restCfg.UserAgent = "sidelane-injector/" + webhook.Version()
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("API server client: %w", err)
+	}
+	base, file := tpl()
+	srv, err := webhook.New(webhook.Options{
+		Listen: *listen, MetricsListen: *metrics,
+		CertFile: *cert, KeyFile: *key,
+		SelfSigned: *self, Service: *svc, Namespace: *ns, WebhookConfig: *whc,
+		TemplateFile: file, Template: base,
+		Exclude: splitList(*exclude),
+		Client:  client,
+		Log:     log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return srv.Run(ctx)
+}
+
+func manual(args []string) error {
+	fs := flag.NewFlagSet("sidelane-injector inject", flag.ContinueOnError)
+	in := fs.String("f", "", "YAML file to inject (- for stdin)")
+	out := fs.String("o", "-", "output file (- for stdout)")
+	native := fs.String("native-sidecar", "", "true/false: override the template's nativeSidecar")
+	tpl := templateFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *in == "" {
+		return fmt.Errorf("-f is required (a file, or - for stdin)")
+	}
+	base, file := tpl()
+	t := base
+	if file != "" {
+		var err error
+		if t, err = inject.LoadTemplateFile(file, base); err != nil {
+			return err
+		}
+	}
+	switch *native {
+	case "":
+	case "true", "false":
+		t.NativeSidecar = *native == "true"
+	default:
+		return fmt.Errorf("--native-sidecar %q: want true or false", *native)
+	}
+	var r io.Reader = os.Stdin
+	if *in != "-" {
+		f, err := os.Open(*in)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	if *out == "-" {
+		return inject.InjectYAML(r, os.Stdout, t)
+	}
+	// Write through a temporary file so that a refusal leaves no partial output.
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".sidelane-inject-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := inject.InjectYAML(r, tmp, t); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), *out)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
