@@ -48,6 +48,9 @@ type Config struct {
 	ProcRoot       string
 	RepairMode     repair.Mode
 	RepairInterval time.Duration
+	// DeleteAfter is how long a pod's rules must have been missing, with no netns found or the
+	// apply failing, before the pod is deleted.
+	DeleteAfter time.Duration
 	// Backend is the plugin's configured backend, used for pods recorded without one.
 	Backend  string
 	Excluded []string
@@ -157,7 +160,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		procRoot = "/proc"
 	}
 	rep := &repair.Repairer{
-		Store: store, Engine: engine, Mode: cfg.RepairMode, DefaultBackend: cfg.Backend, Metrics: m,
+		Store: store, Engine: engine, Mode: cfg.RepairMode, DeleteAfter: cfg.DeleteAfter, DefaultBackend: cfg.Backend, Metrics: m,
 		Log:       log.With("component", "repair"),
 		FindNetns: func(ips []string) (string, error) { return repair.FindNetnsByIP(procRoot, ips) },
 		DeletePod: podwatch.DeletePod(client),
@@ -166,9 +169,9 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 	pw := podwatch.NewWatcher()
 	pw.Client, pw.Node, pw.Excluded, pw.Store, pw.Interval = client, cfg.Node, cfg.Excluded, store, cfg.RepairInterval
 	pw.Log = log.With("component", "podwatch")
-	pw.Check = func(ctx context.Context, p record.PodInfo) error {
-		_, err := rep.Check(ctx, p)
-		return err
+	pw.Check = func(ctx context.Context, p record.PodInfo) (time.Duration, error) {
+		res, err := rep.Check(ctx, p)
+		return res.RetryAfter, err
 	}
 	srv := &server.Server{
 		Node: cfg.Node, Store: store, Engine: engine, DefaultBackend: cfg.Backend, Metrics: m,

@@ -113,7 +113,7 @@ func TestRun(t *testing.T) {
 
 	cfg, err := RunFlags([]string{"--node-name=n1", "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--plugin-binary", src,
 		"--install-state-dir", filepath.Join(dir, "istate"), "--state-dir", filepath.Join(dir, "state"), "--socket", sock,
-		"--listen=127.0.0.1:0", "--plugin-service-account=", "--log-level=error"}, io.Discard)
+		"--listen=127.0.0.1:0", "--plugin-service-account=", "--log-level=error", "--delete-after=0s"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,6 +177,7 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.ProcRoot, "proc", "/proc", "the host's /proc (the agent runs with hostPID)")
 	fs.StringVar(&mode, "repair-mode", string(repair.ModeInPlace), "what to do with pods whose rules are missing or drifted: inplace (delete when impossible), delete or off")
 	fs.DurationVar(&cfg.RepairInterval, "repair-interval", 30*time.Second, "period of the drift check of every pod")
+	fs.DurationVar(&cfg.DeleteAfter, "delete-after", 30*time.Second, "in inplace mode, how long a pod's rules must have been missing with no netns found (or the apply failing) before the pod is deleted")
 	fs.StringVar(&cfg.Backend, "backend", contract.BackendAuto, "plugin backend written into the conflist: auto, nftables or iptables")
 	fs.StringVar(&excluded, "exclude-namespaces", strings.Join(contract.DefaultExcludeNamespaces, ","), "namespaces never captured (comma-separated)")
 	fs.StringVar(&cfg.PluginServiceAccount, "plugin-service-account", contract.SystemNamespace+"/sidelane-cni", `service account whose short-lived tokens the plugin's kubeconfig carries ("" writes no kubeconfig)`)

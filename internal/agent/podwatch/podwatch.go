@@ -73,8 +73,9 @@ type Watcher struct {
 	Node     string
 	Excluded []string
 	Store    *record.Store
-	// Check inspects (and repairs) one pod; an error re-queues it with backoff.
-	Check func(ctx context.Context, p record.PodInfo) error
+	// Check inspects (and repairs) one pod; an error re-queues it with backoff, a retryAfter
+	// re-queues it after that long.
+	Check func(ctx context.Context, p record.PodInfo) (retryAfter time.Duration, err error)
 	// Interval is the period of the drift check of every pod (default 30s).
 	Interval time.Duration
 	// Grace is how long a record of a pod the informer does not know is kept (default 30s).
@@ -249,12 +250,16 @@ func (w *Watcher) next(ctx context.Context) bool {
 		w.queue.AddRateLimited(k)
 		return true
 	}
-	if err := w.Check(ctx, PodInfo(pod, w.Excluded)); err != nil {
+	retry, err := w.Check(ctx, PodInfo(pod, w.Excluded))
+	if err != nil {
 		w.log().Error("check pod", "pod", k, "error", err)
 		w.queue.AddRateLimited(k)
 		return true
 	}
 	w.queue.Forget(k)
+	if retry > 0 {
+		w.queue.AddAfter(k, retry)
+	}
 	return true
 }
 

@@ -112,7 +112,7 @@ func TestWatcherAlignsRecord(t *testing.T) {
 	checked := make(chan record.PodInfo, 100)
 	w := NewWatcher()
 	w.Client, w.Node, w.Store, w.Excluded = cs, "n1", st, contract.DefaultExcludeNamespaces
-	w.Check = func(_ context.Context, p record.PodInfo) error { checked <- p; return nil }
+	w.Check = func(_ context.Context, p record.PodInfo) (time.Duration, error) { checked <- p; return 0, nil }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

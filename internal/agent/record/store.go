@@ -38,6 +38,9 @@ type Record struct {
 	Rules []string `json:"rules,omitempty"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
+	// ProblemSince is when the agent first found the rules missing or drifted (zero while the
+	// pod is fine).
+	ProblemSince time.Time `json:"problemSince,omitempty"`
 }
 
 // Key returns "namespace/name".

@@ -66,6 +66,9 @@ type Result struct {
 	Netns, NetnsFrom string
 	// Duration is from detecting the missing or drifted rules to the repair done.
 	Duration time.Duration
+	// RetryAfter, when set, asks for another Check after that long (a deletion is waiting for
+	// DeleteAfter to pass).
+	RetryAfter time.Duration
 }
 
 // Repairer checks and repairs pods. Check is called from one goroutine at a time.
@@ -78,8 +81,12 @@ type Repairer struct {
 	// DeletePod deletes the pod (with a UID precondition).
 	DeletePod func(ctx context.Context, namespace, name, uid string) error
 	// Event emits a Kubernetes event on the pod.
-	Event          func(p record.PodInfo, warning bool, reason, message string)
-	Mode           Mode
+	Event func(p record.PodInfo, warning bool, reason, message string)
+	Mode  Mode
+	// DeleteAfter is how long the rules of a pod must have been missing before the pod is
+	// deleted because its netns cannot be found or the rules cannot be applied: a pod whose
+	// sandbox is being recreated is briefly without a findable netns.
+	DeleteAfter    time.Duration
 	DefaultBackend string
 	Metrics        *metrics.Metrics
 	Log            *slog.Logger
@@ -172,7 +179,7 @@ func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) 
 			res.Action, res.State = ActionInSync, agentapi.StateCaptured
 			if rec.State != agentapi.StateCaptured || rec.Netns != res.Netns {
 				err := r.Store.Update(p.Namespace, p.Name, func(x *record.Record) {
-					x.State, x.Netns, x.Reason = agentapi.StateCaptured, res.Netns, "rules verified in place by the agent"
+					x.State, x.Netns, x.Reason, x.ProblemSince = agentapi.StateCaptured, res.Netns, "rules verified in place by the agent", time.Time{}
 					x.Settings, x.Rules = settings, expected
 					if x.Backend == "" {
 						x.Backend, _ = r.Engine.BackendName(backend)
@@ -194,8 +201,12 @@ func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) 
 		r.Metrics.Drift.WithLabelValues(res.State).Inc()
 	}
 	r.log().Warn("pod rules not in place", "pod", p.Namespace+"/"+p.Name, "state", res.State, "netns", res.Netns, "from", res.NetnsFrom, "diff", len(res.Diff), "error", liveErr)
+	since := rec.ProblemSince
+	if since.IsZero() {
+		since = detected
+	}
 	if err := r.Store.Update(p.Namespace, p.Name, func(x *record.Record) {
-		x.State, x.Reason = res.State, reason
+		x.State, x.Reason, x.ProblemSince = res.State, reason, since
 		if res.Netns != "" {
 			x.Netns = res.Netns
 		}
@@ -231,7 +242,7 @@ func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) 
 			r.log().Info("repaired in place", "pod", p.Namespace+"/"+p.Name, "duration", res.Duration, "netns", res.Netns, "from", res.NetnsFrom)
 			r.event(p, false, "RulesRepaired", msg)
 			return res, r.Store.Update(p.Namespace, p.Name, func(x *record.Record) {
-				x.State, x.Reason, x.Netns = agentapi.StateCaptured, msg, res.Netns
+				x.State, x.Reason, x.Netns, x.ProblemSince = agentapi.StateCaptured, msg, res.Netns, time.Time{}
 				x.Backend, x.Settings, x.Rules, x.LastApplied = name, settings, expected, r.now()
 				if len(x.PodIPs) == 0 {
 					x.PodIPs = slices.Clone(ips)
@@ -241,7 +252,15 @@ func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) 
 		reason = fmt.Sprintf("%s; repair in place failed: %v", reason, err)
 		r.log().Error("repair in place failed", "pod", p.Namespace+"/"+p.Name, "error", err)
 	}
-	// Delete mode, or in place was impossible.
+	// Delete mode, or in place was impossible: only once the problem has lasted DeleteAfter
+	// (a sandbox being recreated has no findable netns for a moment).
+	if r.Mode == ModeInPlace || res.Netns == "" {
+		if wait := r.DeleteAfter - r.now().Sub(since); wait > 0 {
+			res.Action, res.RetryAfter = ActionFailed, wait
+			r.log().Info("pod rules not in place; deleting the pod if that lasts", "pod", p.Namespace+"/"+p.Name, "in", wait)
+			return res, nil
+		}
+	}
 	if r.DeletePod == nil {
 		res.Action = ActionFailed
 		r.Metrics.ObserveRepair(ActionFailed, 0)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sidelane/sidelane/internal/agent/record"
 	"github.com/sidelane/sidelane/internal/agentapi"
@@ -170,5 +171,35 @@ func TestCheck(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestDeleteWaitsForDeleteAfter(t *testing.T) {
+	st, err := record.Open(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	deleted := 0
+	defaults := redirect.Defaults()
+	r := &Repairer{Store: st, Engine: &fakeEngine{live: map[string][]string{}}, Mode: ModeInPlace, DefaultBackend: "auto", DeleteAfter: 30 * time.Second,
+		Now:       func() time.Time { return now },
+		FindNetns: func([]string) (string, error) { return "", errors.New("no netns has 10.1.0.5") },
+		DeletePod: func(context.Context, string, string, string) error { deleted++; return nil },
+	}
+	pod := record.PodInfo{Namespace: "ns", Name: "web", UID: "u1", PodIPs: []string{"10.1.0.5"}, Injected: true, Running: true, Settings: &defaults}
+	for _, step := range []struct {
+		advance   time.Duration
+		wantRetry time.Duration
+		wantDel   int
+	}{{0, 30 * time.Second, 0}, {20 * time.Second, 10 * time.Second, 0}, {10 * time.Second, 0, 1}} {
+		now = now.Add(step.advance)
+		res, err := r.Check(context.Background(), pod)
+		if err != nil || res.RetryAfter != step.wantRetry || deleted != step.wantDel {
+			t.Fatalf("after %v: %+v %v deleted %d, want retry %v deleted %d", step.advance, res, err, deleted, step.wantRetry, step.wantDel)
+		}
+	}
+	if rec, _ := st.Get("ns", "web"); !rec.ProblemSince.Equal(time.Unix(1000, 0)) {
+		t.Errorf("problem since %v", rec.ProblemSince)
 	}
 }
