@@ -48,7 +48,7 @@ func (s *syncBuffer) lines() []map[string]any {
 	return out
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -70,13 +70,13 @@ type harness struct {
 	cancel context.CancelFunc
 }
 
-func startProxy(t *testing.T, upstream string, mod func(*Config)) *harness {
+func startProxy(t testing.TB, upstream string, mod func(*Config)) *harness {
 	t.Helper()
 	dst := netip.MustParseAddrPort(upstream)
 	return startProxyDst(t, func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }, mod)
 }
 
-func startProxyDst(t *testing.T, dstFn func(*net.TCPConn) (netip.AddrPort, error), mod func(*Config)) *harness {
+func startProxyDst(t testing.TB, dstFn func(*net.TCPConn) (netip.AddrPort, error), mod func(*Config)) *harness {
 	t.Helper()
 	cfg := Defaults()
 	cfg.InboundPort, cfg.OutboundPort = freePort(t), freePort(t)
@@ -607,3 +607,78 @@ func TestAppendJSONString(t *testing.T) {
 }
 
 func newFlagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.ContinueOnError) }
+
+func TestIdleTimeout(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	h := startProxy(t, upstreamAddr(up), func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+	c, err := net.Dial("tcp", h.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	// Kept alive, then closed by the proxy once idle for longer than IdleTimeout.
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection: read %v, want EOF", err)
+	}
+}
+
+func TestAdminHealthAndMetrics(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	h := startProxy(t, upstreamAddr(up), nil)
+	if _, err := client(h.out).Get("http://x/"); err != nil {
+		t.Fatal(err)
+	}
+	// Requests are counted once answered: wait for it.
+	for deadline := time.Now().Add(10 * time.Second); h.s.Stats().HTTPRequests == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	call := func(hd http.Handler, method, path string) (int, string) {
+		rec := httptest.NewRecorder()
+		hd.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	tests := []struct {
+		name     string
+		h        http.Handler
+		method   string
+		path     string
+		code     int
+		contains string
+	}{
+		{"ready", h.s.healthHandler(), "GET", "/healthz/ready", 200, "ready"},
+		{"stats", h.s.adminHandler(), "GET", "/stats", 200, `"httpRequests": 1`},
+		{"config", h.s.adminHandler(), "GET", "/config", 200, `"inboundSourceIPv4": "127.0.0.6"`},
+		{"drain needs POST", h.s.adminHandler(), "GET", "/drain", 405, ""},
+		{"metrics", h.s.promMux(), "GET", "/stats/prometheus", 200,
+			`sidelane_proxy_requests_total{code="200",direction="outbound",method="GET"} 1`},
+		{"metric names", h.s.promMux(), "GET", "/stats/prometheus", 200, `sidelane_proxy_connections_total{direction="outbound"} 1`},
+		{"duration histogram", h.s.promMux(), "GET", "/stats/prometheus", 200, `sidelane_proxy_request_duration_seconds_count{direction="outbound"} 1`},
+		{"response bytes", h.s.promMux(), "GET", "/stats/prometheus", 200, `sidelane_proxy_response_bytes_total{direction="outbound"} 2`},
+		{"drain", h.s.adminHandler(), "POST", "/drain", 202, "draining"},
+		{"not ready while draining", h.s.healthHandler(), "GET", "/healthz/ready", 503, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := call(tt.h, tt.method, tt.path)
+			if tt.name == "not ready while draining" {
+				for deadline := time.Now().Add(10 * time.Second); code != tt.code && time.Now().Before(deadline); {
+					time.Sleep(10 * time.Millisecond)
+					code, body = call(tt.h, tt.method, tt.path)
+				}
+			}
+			if code != tt.code || !strings.Contains(body, tt.contains) {
+				t.Errorf("%s %s: %d %q, want %d containing %q", tt.method, tt.path, code, body, tt.code, tt.contains)
+			}
+		})
+	}
+}
