@@ -126,6 +126,9 @@ func FormatCheck(w io.Writer, r CheckResult, nodes int) error {
 	bad := 0
 	for _, p := range r.Pods {
 		res := "ok"
+		if p.Note != "" {
+			res = clip(firstLine(p.Note), 100)
+		}
 		if !p.OK {
 			res = "PROBLEM: " + clip(firstLine(p.Problem), 100)
 			bad++
@@ -146,13 +149,19 @@ func FormatCheck(w io.Writer, r CheckResult, nodes int) error {
 	for node, e := range r.Errors {
 		fmt.Fprintf(w, "\nnode %s: could not ask its agent: %s\n", node, e)
 	}
+	captured := 0
+	for _, p := range r.Pods {
+		if p.State != agentapi.StateFailed {
+			captured++
+		}
+	}
 	switch {
 	case bad > 0:
-		fmt.Fprintf(w, "\n%d of %d captured pods on %d nodes have a problem\n", bad, len(r.Pods), nodes)
+		fmt.Fprintf(w, "\n%d of %d captured pods on %d nodes have a problem\n", bad, captured, nodes)
 	case len(r.Errors) > 0:
-		fmt.Fprintf(w, "\n%d captured pods ok, but %d of %d nodes could not be checked\n", len(r.Pods), len(r.Errors), nodes)
+		fmt.Fprintf(w, "\n%d captured pods ok, but %d of %d nodes could not be checked\n", captured, len(r.Errors), nodes)
 	default:
-		fmt.Fprintf(w, "\nall %d captured pods on %d nodes have their rules in place\n", len(r.Pods), nodes)
+		fmt.Fprintf(w, "\nall %d captured pods on %d nodes have their rules in place\n", captured, nodes)
 	}
 	return nil
 }

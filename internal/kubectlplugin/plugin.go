@@ -25,7 +25,7 @@ import (
 // Exit codes.
 const (
 	ExitOK       = 0
-	ExitProblems = 1 // check found pods whose rules are missing, drifted or failed
+	ExitProblems = 1 // check found pods whose rules are missing or drifted
 	ExitUsage    = 2
 	ExitError    = 3 // the cluster or an agent could not be asked
 )
@@ -36,7 +36,7 @@ commands:
   rules POD [-n NAMESPACE]   a pod's redirect rules: settings, expected, live, difference
   pods [--node NODE]         the pods the node agents have recorded (every node by default)
   check                      check every captured pod in the cluster; exit 1 if any pod's
-                             rules are missing, drifted or failed
+                             rules are missing or drifted
   inject -f FILE             print FILE (YAML, "-" for stdin) with the sidecar injected, as
                              the webhook would (--template FILE, --image IMAGE to override)
 
@@ -252,6 +252,8 @@ type CheckedPod struct {
 	OK        bool     `json:"ok"`
 	Diff      []string `json:"diff,omitempty"`
 	Problem   string   `json:"problem,omitempty"`
+	// Note is information that is not a problem of the rules (a pod the plugin refused).
+	Note string `json:"note,omitempty"`
 }
 
 // CheckResult is the answer of check.
@@ -306,7 +308,9 @@ func checkNode(ctx context.Context, cl Cluster, node string, res *CheckResult) e
 		case agentapi.StateSkipped:
 			continue
 		case agentapi.StateFailed:
-			cp.Problem = "the plugin failed to capture it: " + p.Reason
+			// Not captured (the plugin refused it, e.g. a bad annotation, and the runtime
+			// retries it): not a problem of rules in place, but worth seeing.
+			cp.OK, cp.Note = true, "not captured, the plugin failed it: "+p.Reason
 		default:
 			var v agentapi.RulesView
 			if err := a.Get(ctx, fmt.Sprintf(agentapi.PathRules, p.Namespace, p.Name), &v); err != nil {

@@ -195,8 +195,8 @@ func TestCheckExitCodes(t *testing.T) {
 			want: []string{"PROBLEM: live rules differ", "team/db on n2 (- expected but absent", " --A PREROUTING", "1 of 2 captured pods on 2 nodes have a problem"}},
 		{name: "missing", nodes: map[string][]agentapi.PodRecord{"n1": {web, lost}}, code: ExitProblems,
 			want: []string{"lost missing PROBLEM: network namespace of the pod unknown"}},
-		{name: "failed", nodes: map[string][]agentapi.PodRecord{"n1": {broken}}, code: ExitProblems,
-			want: []string{"PROBLEM: the plugin failed to capture it: annotation redirect.sidelane.io/inbound-ports"}},
+		{name: "failed is shown, not a problem", nodes: map[string][]agentapi.PodRecord{"n1": {web, broken}}, code: ExitOK,
+			want: []string{"broken failed not captured, the plugin failed it: annotation redirect.sidelane.io/inbound-ports", "all 1 captured pods on 1 nodes"}},
 		{name: "agent unreachable", nodes: map[string][]agentapi.PodRecord{"n1": {web}, "n2": nil}, code: ExitError,
 			want: []string{"node n2: could not ask its agent: no running node agent pod on node n2", "1 captured pods ok, but 1 of 2 nodes could not be checked"}},
 	} {
