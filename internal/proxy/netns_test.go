@@ -299,6 +299,12 @@ func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.
 
 func TestTrafficClasses(t *testing.T) {
 	testenv.RequireRoot(t)
+	for _, backend := range []string{contract.BackendAuto, contract.BackendIPTables} {
+		t.Run(backend, func(t *testing.T) { testTrafficClasses(t, backend) })
+	}
+}
+
+func testTrafficClasses(t *testing.T, backend string) {
 	pod, peer := netnsPair(t)
 	settings, err := redirect.FromAnnotations(map[string]string{
 		contract.AnnotationExcludeInboundPorts:  strconv.Itoa(exclInPort),
@@ -307,13 +313,13 @@ func TestTrafficClasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = capture.InNetns(pod, func() error {
-		b, err := capture.New(contract.BackendAuto)
-		if err != nil {
-			return err
-		}
-		return b.Apply(rules.Build(settings, rules.IPv4, rules.IPv6))
-	})
+	// The backend is created in the host's namespace (iptables variant detection), then
+	// applied in the pod's.
+	b, err := capture.New(backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = capture.InNetns(pod, func() error { return b.Apply(rules.Build(settings, rules.IPv4, rules.IPv6)) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,6 +373,12 @@ func TestTrafficClasses(t *testing.T) {
 			wantBody: "pod-app", wantIn: 1, wantOut: 1, wantLogDst: hostPort(podIPv4, appPort), wantRemoteSrc: "from 127.0.0.6:"},
 		{name: "4 pod app to own pod IP IPv6", do: func() (string, error) { return get(fromPod, "http://"+hostPort(podIPv6, appPort)+"/") },
 			wantBody: "pod-app", wantIn: 1, wantOut: 1, wantLogDst: hostPort(podIPv6, appPort), wantRemoteSrc: "from [::6]:"},
+		{name: "5 proxy uid to loopback", do: func() (string, error) { return curlAsProxy(pod, "http://"+hostPort("127.0.0.1", appPort)+"/") },
+			wantBody: "pod-app from 127.0.0.1"},
+		{name: "6 proxy uid to remote", do: func() (string, error) { return curlAsProxy(pod, "http://"+hostPort(peerIPv4, appPort)+"/") },
+			wantBody: "remote from " + podIPv4},
+		{name: "6 proxy uid to remote IPv6", do: func() (string, error) { return curlAsProxy(pod, "http://"+hostPort(peerIPv6, appPort)+"/") },
+			wantBody: "remote from [" + podIPv6 + "]"},
 		{name: "app to 127.0.0.1", do: func() (string, error) { return get(fromPod, "http://"+hostPort("127.0.0.1", appPort)+"/") },
 			wantBody: "pod-app from 127.0.0.1"},
 		{name: "app to ::1", do: func() (string, error) { return get(fromPod, "http://"+hostPort("::1", appPort)+"/") },
@@ -498,6 +510,20 @@ func TestTrafficClasses(t *testing.T) {
 	t.Run("SIGTERM under load loses nothing", func(t *testing.T) {
 		testSIGTERMUnderLoad(t, p, peer)
 	})
+}
+
+// curlAsProxy fetches url with curl running as the proxy's uid/gid in the namespace at path:
+// the proxy's own traffic, which the rules must not capture.
+func curlAsProxy(path, url string) (string, error) {
+	cmd := exec.Command("curl", "-sS", "--max-time", "30", url)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: contract.ProxyUID, Gid: contract.ProxyGID}}
+	var out []byte
+	err := capture.InNetns(path, func() error {
+		var err error
+		out, err = cmd.Output()
+		return err
+	})
+	return string(out), err
 }
 
 type zeroReader struct{}
