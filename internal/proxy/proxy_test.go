@@ -692,3 +692,32 @@ func TestAdminHealthAndMetrics(t *testing.T) {
 		})
 	}
 }
+
+func TestExpectContinueRefused(t *testing.T) {
+	// The upstream answers at once without asking for the body (no 100 Continue).
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusExpectationFailed)
+	}))
+	defer up.Close()
+	h := startProxy(t, upstreamAddr(up), nil)
+	c, err := net.Dial("tcp", h.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "PUT /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	// The body was never sent, so the connection's framing is unknown: the proxy says so and closes.
+	if resp.StatusCode != http.StatusExpectationFailed || !resp.Close {
+		t.Errorf("got %d close=%v, want 417 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the response: %v, want EOF", err)
+	}
+}
