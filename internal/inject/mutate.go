@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/sidelane/sidelane/internal/contract"
@@ -88,9 +90,12 @@ func Patch(pod *corev1.Pod, tpl Template) ([]PatchOp, error) {
 	add[contract.StatusAnnotation] = string(statusJSON)
 	// An empty map or list is absent from the object the API server patches (omitempty), and
 	// "add" of a path that does exist replaces it: adding the whole value is right either way.
-	if len(pod.Annotations) == 0 {
+	switch {
+	case reflect.DeepEqual(pod.ObjectMeta, metav1.ObjectMeta{}): // metadata may be absent
+		ops = append(ops, PatchOp{Op: "add", Path: "/metadata", Value: map[string]any{"annotations": add}})
+	case len(pod.Annotations) == 0:
 		ops = append(ops, PatchOp{Op: "add", Path: "/metadata/annotations", Value: add})
-	} else {
+	default:
 		for _, k := range slices.Sorted(maps.Keys(add)) {
 			ops = append(ops, PatchOp{Op: "add", Path: "/metadata/annotations/" + escapePointer(k), Value: add[k]})
 		}
@@ -102,8 +107,6 @@ func Patch(pod *corev1.Pod, tpl Template) ([]PatchOp, error) {
 		ops = append(ops, PatchOp{Op: "add", Path: "/spec/initContainers", Value: []corev1.Container{c}})
 	case tpl.NativeSidecar:
 		ops = append(ops, PatchOp{Op: "add", Path: "/spec/initContainers/0", Value: c})
-	case len(pod.Spec.Containers) == 0:
-		ops = append(ops, PatchOp{Op: "add", Path: "/spec/containers", Value: []corev1.Container{c}})
 	default:
 		ops = append(ops, PatchOp{Op: "add", Path: "/spec/containers/-", Value: c})
 	}
@@ -125,6 +128,9 @@ func PatchJSON(pod *corev1.Pod, tpl Template) ([]byte, error) {
 
 // checkPod refuses pods the proxy cannot work in.
 func checkPod(pod *corev1.Pod, s redirect.Settings) error {
+	if len(pod.Spec.Containers) == 0 {
+		return &RefusedError{Msg: "sidelane: the pod has no containers"}
+	}
 	if s.ProxyUID == 0 {
 		return &RefusedError{Msg: fmt.Sprintf("sidelane: annotation %s is 0: the proxy does not run as root", contract.AnnotationProxyUID)}
 	}

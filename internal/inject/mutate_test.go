@@ -334,6 +334,11 @@ func TestPatchMinimalOps(t *testing.T) {
 	if last := ops[len(ops)-1]; last.Path != "/spec/initContainers" {
 		t.Errorf("native sidecar with no init containers: op path %q, want /spec/initContainers", last.Path)
 	}
+	// No metadata at all (a pod template without one): the whole object is added.
+	got, _ := applyPatch(t, newPod(func(p *corev1.Pod) { p.ObjectMeta = metav1.ObjectMeta{} }), testTemplate(false))
+	if !AlreadyInjected(got) || got.Annotations[contract.AnnotationProxyUID] != "1337" {
+		t.Errorf("pod without metadata: annotations %v", got.Annotations)
+	}
 }
 
 func TestPatchRefuses(t *testing.T) {
@@ -374,6 +379,7 @@ func TestPatchRefuses(t *testing.T) {
 			c.SecurityContext.RunAsUser = ptr(int64(1337))
 			p.Spec.InitContainers = []corev1.Container{c}
 		}), []string{`sidecar container "log-shipper"`, "uid 1337"}},
+		{"no containers", newPod(func(p *corev1.Pod) { p.Spec.Containers = nil }), []string{"no containers"}},
 		{"container named sidelane-proxy", newPod(func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, restrictedApp(contract.ProxyContainerName))
 		}), []string{contract.ProxyContainerName, "reserved"}},

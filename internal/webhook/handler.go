@@ -124,10 +124,11 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		return allow, ResultNotPod
 	}
 	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil || len(req.Object.Raw) == 0 {
-		if err == nil {
-			err = errors.New("no object")
-		}
+	err := errors.New("no object")
+	if len(req.Object.Raw) > 0 {
+		err = json.Unmarshal(req.Object.Raw, &pod)
+	}
+	if err != nil {
 		h.log().Error("undecodable pod", "namespace", req.Namespace, "uid", req.UID, "err", err)
 		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, fmt.Sprintf("sidelane: decoding the pod: %v", err)), ResultError
 	}

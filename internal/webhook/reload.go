@@ -85,8 +85,8 @@ type TemplateStore struct {
 	mu   sync.Mutex // serialises reloads
 	last []byte
 	cur  atomic.Pointer[inject.Template]
-	// Reloads counts successful loads that changed the template (for tests and logs).
-	Reloads atomic.Int64
+	// Reloads counts loads that changed the template, Failures reloads that failed.
+	Reloads, Failures atomic.Int64
 }
 
 // NewTemplateStore loads the template file at path over base (base alone when path is "").
@@ -121,6 +121,7 @@ func (s *TemplateStore) Reload() error {
 	defer s.mu.Unlock()
 	data, err := os.ReadFile(s.path)
 	if err != nil {
+		s.Failures.Add(1)
 		return fmt.Errorf("template: %w", err)
 	}
 	if s.cur.Load() != nil && bytes.Equal(data, s.last) {
@@ -128,6 +129,7 @@ func (s *TemplateStore) Reload() error {
 	}
 	t, err := inject.ParseTemplate(data, s.base)
 	if err != nil {
+		s.Failures.Add(1)
 		return fmt.Errorf("%s: %w", s.path, err)
 	}
 	s.last = data

@@ -161,7 +161,11 @@ func EnsureCABundle(ctx context.Context, client kubernetes.Interface, name strin
 	if len(cfg.Webhooks) == 0 {
 		return false, fmt.Errorf("MutatingWebhookConfiguration %s has no webhooks", name)
 	}
-	ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": cfg.ResourceVersion}}
+	var ops []map[string]any
+	if cfg.ResourceVersion != "" { // always set by an API server
+		ops = append(ops, map[string]any{"op": "test", "path": "/metadata/resourceVersion", "value": cfg.ResourceVersion})
+	}
+	guards := len(ops)
 	for i, wh := range cfg.Webhooks {
 		merged, err := MergeCABundle(wh.ClientConfig.CABundle, ca, now)
 		if err != nil {
@@ -174,7 +178,7 @@ func EnsureCABundle(ctx context.Context, client kubernetes.Interface, name strin
 			map[string]any{"op": "test", "path": fmt.Sprintf("/webhooks/%d/name", i), "value": wh.Name},
 			map[string]any{"op": "add", "path": fmt.Sprintf("/webhooks/%d/clientConfig/caBundle", i), "value": merged})
 	}
-	if len(ops) == 1 {
+	if len(ops) == guards {
 		return false, nil
 	}
 	patch, err := json.Marshal(ops)
