@@ -224,6 +224,15 @@ up() {
   local t0=$SECONDS
   mkdir -p "$W"/{logs,run,cni/bin,cni/net.d,cni/ipam,containerd,kubelet/root,images}
   save_host_state
+  # The agent mounts /var/run/netns with HostToContainer propagation (to see the namespaces of
+  # pods created after it started); that needs a shared mount, which `ip netns add` would make
+  # too. A host whose / is private (no systemd) has none.
+  [ -d /run/netns ] || { mkdir -p /run/netns && touch "$W/run/made-netns-dir"; }
+  if ! findmnt -n /run/netns >/dev/null 2>&1; then
+    mount --bind /run/netns /run/netns
+    echo /run/netns >"$W/run/made-netns-mount"
+  fi
+  mount --make-shared /run/netns
   certs
   local P=$W/pki AK=$W/pki/admin.kubeconfig
   # The pause image: the demo app in pause mode (built here so that `up` needs nothing else).
@@ -403,6 +412,11 @@ down() {
     grep -qx "$ns" "$W/run/netns" 2>/dev/null || ip netns del "$ns" 2>/dev/null || true
   done
   ip link del cni0 2>/dev/null || true
+  # The shared /run/netns mount made at up, unless someone else's namespaces live there now.
+  if [ -f "$W/run/made-netns-mount" ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+    umount /run/netns 2>/dev/null || true
+  fi
+  [ -f "$W/run/made-netns-dir" ] && rmdir /run/netns 2>/dev/null || true
   local m
   for m in $(awk -v w="$W/" 'index($5, w)==1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
   for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do

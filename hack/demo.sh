@@ -55,6 +55,7 @@ up() {
   echo
   echo "(the server saw the request coming from 127.0.0.6: its own proxy forwarded it)"
   sleep 1
+  echo "(the counters also include the calls the client makes every 5 s on its own)"
   echo "client proxy: sidelane_proxy_requests_total{direction=outbound} $cout -> $(metric "$client" outbound sidelane_proxy_requests_total)"
   echo "server proxy: sidelane_proxy_requests_total{direction=inbound}  $sin -> $(metric "$server" inbound sidelane_proxy_requests_total)"
 
