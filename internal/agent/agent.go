@@ -59,8 +59,10 @@ type Config struct {
 	// PluginServiceAccount is the namespace/name whose tokens the plugin's kubeconfig carries
 	// (minted with TokenRequest); empty: no kubeconfig is written.
 	PluginServiceAccount string
-	// KeepOnExit leaves the plugin installed when the agent stops (upgrades).
-	KeepOnExit bool
+	// OnExit is OnExitAuto, OnExitUninstall or OnExitKeep.
+	OnExit string
+	// PodNamespace and PodName are the agent's own pod (downward API), for OnExitAuto.
+	PodNamespace, PodName string
 	// AuthCacheTTL is how long review answers are cached.
 	AuthCacheTTL time.Duration
 	// MaxRecords bounds the record.
@@ -246,15 +248,12 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		}
 		stop()
 	}
-	mode := install.RemoveAll
-	if cfg.KeepOnExit {
-		mode = install.KeepForUpgrade
-	}
+	mode, why := exitMode(context.WithoutCancel(ctx), client, cfg.OnExit, cfg.PodNamespace, cfg.PodName)
 	if err := install.Uninstall(icfg, mode); err != nil {
 		log.Error("uninstall", "error", err)
 		runErr = errors.Join(runErr, fmt.Errorf("uninstall: %w", err))
 	} else {
-		log.Info("stopped", "uninstalled", !cfg.KeepOnExit)
+		log.Info("stopped", "uninstalled", mode == install.RemoveAll, "because", why)
 	}
 	return runErr
 }

@@ -13,11 +13,15 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/sidelane/sidelane/install"
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/contract"
 )
@@ -201,5 +205,41 @@ func TestRun(t *testing.T) {
 	// The record survived.
 	if data, err := os.ReadFile(filepath.Join(dir, "state", "pods.json")); err != nil || !strings.Contains(string(data), `"web"`) {
 		t.Errorf("record after stop: %s %v", data, err)
+	}
+}
+
+func TestExitMode(t *testing.T) {
+	isController := true
+	dsUID := types.UID("ds-uid")
+	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "sidelane-system", Name: "agent-x",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "sidelane-agent", UID: dsUID, Controller: &isController}}}}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "sidelane-system", Name: "sidelane-agent", UID: dsUID}}
+	deleting := ds.DeepCopy()
+	deleting.DeletionTimestamp, deleting.Finalizers = &metav1.Time{Time: time.Now()}, []string{"foregroundDeletion"}
+	replaced := ds.DeepCopy()
+	replaced.UID = "other"
+	for _, tc := range []struct {
+		name    string
+		onExit  string
+		objs    []runtime.Object
+		podName string
+		want    install.Mode
+		why     string
+	}{
+		{"pod restart keeps", "auto", []runtime.Object{self, ds}, "agent-x", install.KeepForUpgrade, "still exists"},
+		{"daemonset deleted", "auto", []runtime.Object{self}, "agent-x", install.RemoveAll, "deleted"},
+		{"daemonset being deleted", "auto", []runtime.Object{self, deleting}, "agent-x", install.RemoveAll, "being deleted"},
+		{"daemonset replaced", "auto", []runtime.Object{self, replaced}, "agent-x", install.RemoveAll, "replaced"},
+		{"own pod unknown", "auto", []runtime.Object{self, ds}, "", install.RemoveAll, "POD_NAME"},
+		{"own pod gone", "auto", []runtime.Object{ds}, "agent-x", install.RemoveAll, "not found"},
+		{"forced uninstall", "uninstall", []runtime.Object{self, ds}, "agent-x", install.RemoveAll, "--on-exit=uninstall"},
+		{"forced keep", "keep", nil, "agent-x", install.KeepForUpgrade, "--on-exit=keep"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mode, why := exitMode(context.Background(), fake.NewClientset(tc.objs...), tc.onExit, "sidelane-system", tc.podName)
+			if mode != tc.want || !strings.Contains(why, tc.why) {
+				t.Errorf("mode %v (%s), want %v (%s)", mode, why, tc.want, tc.why)
+			}
+		})
 	}
 }

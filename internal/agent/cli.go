@@ -21,7 +21,8 @@ const usage = `usage: sidelane-agent <command> [flags]
 
 commands:
   run        the DaemonSet: install the CNI plugin and keep it installed, serve the API,
-             record and repair the node's pods; uninstall on SIGTERM (unless --upgrade)
+             record and repair the node's pods; on SIGTERM uninstall when the DaemonSet is
+             gone (--on-exit=auto), always (uninstall) or never (keep, --upgrade)
   install    install the plugin once (binary, conflist entry) and exit; no API server needed
   uninstall  remove the plugin (conflist entry, binary, kubeconfig) and exit
 
@@ -182,12 +183,23 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&excluded, "exclude-namespaces", strings.Join(contract.DefaultExcludeNamespaces, ","), "namespaces never captured (comma-separated)")
 	fs.StringVar(&cfg.PluginServiceAccount, "plugin-service-account", contract.SystemNamespace+"/sidelane-cni", `service account whose short-lived tokens the plugin's kubeconfig carries ("" writes no kubeconfig)`)
 	fs.StringVar(&pluginKubeconfig, "plugin-kubeconfig", "", "host path of the plugin's kubeconfig (default <cni-conf-dir>/"+contract.KubeconfigFile+")")
-	fs.BoolVar(&cfg.KeepOnExit, "upgrade", false, "leave the plugin installed when the agent stops (rolling upgrade)")
+	upgrade := fs.Bool("upgrade", false, "same as --on-exit=keep")
+	fs.StringVar(&cfg.OnExit, "on-exit", OnExitAuto, "when the agent stops: auto (uninstall only when its DaemonSet is gone or being deleted), uninstall, or keep")
+	fs.StringVar(&cfg.PodNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "the agent's own pod namespace (env POD_NAMESPACE), for --on-exit=auto")
+	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "the agent's own pod name (env POD_NAME), for --on-exit=auto")
 	fs.DurationVar(&cfg.AuthCacheTTL, "auth-cache-ttl", 10*time.Second, "how long token and access review answers are cached")
 	fs.IntVar(&cfg.MaxRecords, "max-records", 0, "bound of the pod record (default 4096)")
 	fs.StringVar(&logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return cfg, err
+	}
+	if *upgrade {
+		cfg.OnExit = OnExitKeep
+	}
+	switch cfg.OnExit {
+	case OnExitAuto, OnExitUninstall, OnExitKeep:
+	default:
+		return cfg, usageError{fmt.Errorf("--on-exit %q: want auto, uninstall or keep", cfg.OnExit)}
 	}
 	m, err := repair.ParseMode(mode)
 	if err != nil {
