@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/inject"
 )
 
@@ -212,7 +213,7 @@ func podsCmd(ctx context.Context, o Options, cl Cluster, c common, node string) 
 	nodes := []string{node}
 	if node == "" {
 		var err error
-		if nodes, err = cl.AgentNodes(ctx); err != nil {
+		if nodes, err = agentNodes(ctx, cl); err != nil {
 			return ExitError, err
 		}
 	}
@@ -263,8 +264,17 @@ type CheckResult struct {
 	Errors map[string]string `json:"errors,omitempty"` // node → why its agent could not be asked
 }
 
-func checkCmd(ctx context.Context, o Options, cl Cluster, c common) (int, error) {
+// agentNodes is Cluster.AgentNodes, failing when there is no agent at all.
+func agentNodes(ctx context.Context, cl Cluster) ([]string, error) {
 	nodes, err := cl.AgentNodes(ctx)
+	if err == nil && len(nodes) == 0 {
+		err = fmt.Errorf("no node agent pods (%s) in namespace %s: is Sidelane installed?", AgentSelector, contract.SystemNamespace)
+	}
+	return nodes, err
+}
+
+func checkCmd(ctx context.Context, o Options, cl Cluster, c common) (int, error) {
+	nodes, err := agentNodes(ctx, cl)
 	if err != nil {
 		return ExitError, err
 	}

@@ -174,6 +174,9 @@ func TestPods(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got) != 1 || got[0].Node != "n2" || got[0].Items[0].Name != "broken" {
 		t.Errorf("pods json (exit %d, %v): %s", code, err, out)
 	}
+	if code, _, errs := runPlugin(t, &fakeCluster{agents: map[string]string{}}, "", "check"); code != ExitError || !strings.Contains(errs, "no node agent pods") {
+		t.Errorf("no agents: exit %d %s", code, errs)
+	}
 	code, out, _ = runPlugin(t, cl, "", "pods", "--node", "n3")
 	if code != ExitError || !strings.Contains(squash(out), "n3 - - error") {
 		t.Errorf("unknown node (exit %d):\n%s", code, out)
