@@ -92,7 +92,8 @@ build_k8s() {
   ldf="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1"
   ldf="$ldf -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
   for c in "${COMPONENTS[@]}"; do pk+=("k8s.io/kubernetes/cmd/$c"); done
-  export GOFLAGS="-buildvcs=false -mod=mod"
+  # Scoped to this function: -mod=mod must never reach builds of the project itself.
+  local -x GOFLAGS="-buildvcs=false -mod=mod"
   log "  downloading modules"
   local total
   total=$(go list -deps "${pk[@]}" | wc -l) || die "go list of the Kubernetes commands failed"
