@@ -233,3 +233,34 @@ func BenchmarkRepairInPlace(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs-detect-to-applied/op")
 }
+
+// TestEngineKeepsNamespacesApart uses one engine (backends created once) for two pods: what is
+// applied in one namespace never shows up in, or lands in, the other.
+func TestEngineKeepsNamespacesApart(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, backend := range []string{"auto", "iptables"} {
+		t.Run(backend, func(t *testing.T) {
+			a, b := newPodNetns(t), newPodNetns(t)
+			eng := &inspect.Capture{}
+			s := redirect.Defaults()
+			if err := eng.Apply(backend, a.path, inspect.Ruleset(s, nil)); err != nil {
+				t.Fatal(err)
+			}
+			if live, err := eng.Live(backend, b.path); err != nil || len(live) != 0 {
+				t.Fatalf("other namespace after apply: %v %q", err, live)
+			}
+			other := s
+			other.OutboundCapturePort = 15555
+			if err := eng.Apply(backend, b.path, inspect.Ruleset(other, nil)); err != nil {
+				t.Fatal(err)
+			}
+			la, _ := eng.Live(backend, a.path)
+			lb, _ := eng.Live(backend, b.path)
+			ea, _ := eng.Expected(backend, inspect.Ruleset(s, nil))
+			eb, _ := eng.Expected(backend, inspect.Ruleset(other, nil))
+			if strings.Join(la, "\n") != strings.Join(ea, "\n") || strings.Join(lb, "\n") != strings.Join(eb, "\n") {
+				t.Fatalf("namespaces mixed up:\nA:\n%s\nB:\n%s", strings.Join(la, "\n"), strings.Join(lb, "\n"))
+			}
+		})
+	}
+}
