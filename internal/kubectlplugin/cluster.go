@@ -45,6 +45,14 @@ type Cluster interface {
 	AgentNodes(ctx context.Context) ([]string, error)
 	// Agent connects to the node agent of node.
 	Agent(ctx context.Context, node string) (Agent, error)
+	// InjectedPods lists the scheduled pods of the cluster that carry the sidelane.io/status
+	// annotation.
+	InjectedPods(ctx context.Context) ([]PodRef, error)
+}
+
+// PodRef names a pod and its node.
+type PodRef struct {
+	Namespace, Name, Node string
 }
 
 // Agent is a connection to one node agent's API.
@@ -188,6 +196,21 @@ func (c *KubeCluster) AgentNodes(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(nodes)
 	return nodes, nil
+}
+
+// InjectedPods implements Cluster.
+func (c *KubeCluster) InjectedPods(ctx context.Context) ([]PodRef, error) {
+	l, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	var out []PodRef
+	for _, p := range l.Items {
+		if _, ok := p.Annotations[contract.StatusAnnotation]; ok && p.Spec.NodeName != "" && p.DeletionTimestamp == nil {
+			out = append(out, PodRef{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName})
+		}
+	}
+	return out, nil
 }
 
 func (c *KubeCluster) agentPod(ctx context.Context, node string) (*corev1.Pod, error) {

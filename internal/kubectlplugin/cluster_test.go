@@ -36,7 +36,7 @@ func TestKubeClusterFindsAgents(t *testing.T) {
 		agentPod("a2-old", "n2", corev1.PodRunning, true),
 		agentPod("a2", "n2", corev1.PodRunning, false),
 		agentPod("a3", "n3", corev1.PodPending, false),
-		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "web"}, Spec: corev1.PodSpec{NodeName: "n2"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "web", Annotations: map[string]string{contract.StatusAnnotation: "{}"}}, Spec: corev1.PodSpec{NodeName: "n2"}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "pending"}},
 	)
 	c := &KubeCluster{client: cs, config: &rest.Config{}}
@@ -61,6 +61,9 @@ func TestKubeClusterFindsAgents(t *testing.T) {
 	}
 	if n, err := c.PodNode(ctx, "team", "web"); err != nil || n != "n2" {
 		t.Errorf("pod node %q %v", n, err)
+	}
+	if inj, err := c.InjectedPods(ctx); err != nil || len(inj) != 1 || inj[0] != (PodRef{"team", "web", "n2"}) {
+		t.Errorf("injected pods %v %v", inj, err)
 	}
 	if _, err := c.PodNode(ctx, "team", "pending"); err == nil || !strings.Contains(err.Error(), "not scheduled") {
 		t.Errorf("unscheduled pod: %v", err)

@@ -279,6 +279,21 @@ func checkCmd(ctx context.Context, o Options, cl Cluster, c common) (int, error)
 		return ExitError, err
 	}
 	res := CheckResult{OK: true, Pods: []CheckedPod{}}
+	// Injected pods on nodes without an agent cannot have been captured or checked.
+	injected, err := cl.InjectedPods(ctx)
+	if err != nil {
+		return ExitError, err
+	}
+	hasAgent := map[string]bool{}
+	for _, n := range nodes {
+		hasAgent[n] = true
+	}
+	for _, p := range injected {
+		if !hasAgent[p.Node] {
+			res.Pods = append(res.Pods, CheckedPod{Node: p.Node, Namespace: p.Namespace, Name: p.Name, State: "unknown",
+				Problem: "injected pod on a node without a Sidelane node agent"})
+		}
+	}
 	for _, n := range nodes {
 		if err := checkNode(ctx, cl, n, &res); err != nil {
 			if res.Errors == nil {

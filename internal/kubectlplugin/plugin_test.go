@@ -55,7 +55,10 @@ type fakeCluster struct {
 	podNode map[string]string // ns/name → node
 	agents  map[string]string // node → base URL ("" = cannot connect)
 	token   string
+	pods    []PodRef // injected pods
 }
+
+func (f *fakeCluster) InjectedPods(context.Context) ([]PodRef, error) { return f.pods, nil }
 
 func (f *fakeCluster) Namespace() string { return f.ns }
 func (f *fakeCluster) PodNode(_ context.Context, ns, name string) (string, error) {
@@ -186,10 +189,11 @@ func TestPods(t *testing.T) {
 func TestCheckExitCodes(t *testing.T) {
 	views := map[string]agentapi.RulesView{"/v1/pods/team/web/rules": inSync, "/v1/pods/team/db/rules": drifted, "/v1/pods/team/lost/rules": lostView}
 	for _, tc := range []struct {
-		name  string
-		nodes map[string][]agentapi.PodRecord // nil list = unreachable agent
-		code  int
-		want  []string
+		name     string
+		nodes    map[string][]agentapi.PodRecord // nil list = unreachable agent
+		injected []PodRef
+		code     int
+		want     []string
 	}{
 		{name: "all in sync", nodes: map[string][]agentapi.PodRecord{"n1": {web, plain}}, code: ExitOK,
 			want: []string{"n1 team web captured ok", "all 1 captured pods on 1 nodes have their rules in place"}},
@@ -200,11 +204,14 @@ func TestCheckExitCodes(t *testing.T) {
 			want: []string{"lost missing PROBLEM: network namespace of the pod unknown"}},
 		{name: "failed is shown, not a problem", nodes: map[string][]agentapi.PodRecord{"n1": {web, broken}}, code: ExitOK,
 			want: []string{"broken failed not captured, the plugin failed it: annotation redirect.sidelane.io/inbound-ports", "all 1 captured pods on 1 nodes"}},
+		{name: "node without agent", nodes: map[string][]agentapi.PodRecord{"n1": {web}}, code: ExitProblems,
+			injected: []PodRef{{"team", "web", "n1"}, {"team", "orphan", "n9"}},
+			want:     []string{"n9 team orphan unknown PROBLEM: injected pod on a node without a Sidelane node agent", "1 of 2 captured pods"}},
 		{name: "agent unreachable", nodes: map[string][]agentapi.PodRecord{"n1": {web}, "n2": nil}, code: ExitError,
 			want: []string{"node n2: could not ask its agent: no running node agent pod on node n2", "1 captured pods ok, but 1 of 2 nodes could not be checked"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cl := &fakeCluster{agents: map[string]string{}, token: "good"}
+			cl := &fakeCluster{agents: map[string]string{}, token: "good", pods: tc.injected}
 			for n, pods := range tc.nodes {
 				cl.agents[n] = ""
 				if pods != nil {
