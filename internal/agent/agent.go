@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
@@ -94,8 +95,8 @@ func KubeClient(kubeconfig string) (kubernetes.Interface, error) {
 
 // MintToken returns a TokenRequest-based token source for the service account "ns/name".
 func MintToken(client kubernetes.Interface, sa string, lifetime time.Duration) (func(ctx context.Context) (string, time.Time, error), error) {
-	ns, name, ok := cutSA(sa)
-	if !ok {
+	ns, name, ok := strings.Cut(sa, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		return nil, fmt.Errorf("service account %q: want namespace/name", sa)
 	}
 	secs := int64(lifetime.Seconds())
@@ -108,15 +109,6 @@ func MintToken(client kubernetes.Interface, sa string, lifetime time.Duration) (
 		}
 		return tr.Status.Token, tr.Status.ExpirationTimestamp.Time, nil
 	}, nil
-}
-
-func cutSA(sa string) (string, string, bool) {
-	for i := 0; i < len(sa); i++ {
-		if sa[i] == '/' {
-			return sa[:i], sa[i+1:], i > 0 && i < len(sa)-1
-		}
-	}
-	return "", "", false
 }
 
 // Run is the DaemonSet: everything until ctx ends, then uninstall (unless KeepOnExit).

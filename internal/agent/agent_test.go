@@ -243,3 +243,15 @@ func TestExitMode(t *testing.T) {
 		})
 	}
 }
+
+func TestMintToken(t *testing.T) {
+	for _, bad := range []string{"", "x", "/x", "x/", "a/b/c"} {
+		if _, err := MintToken(fake.NewClientset(), bad, time.Hour); err == nil {
+			t.Errorf("service account %q accepted", bad)
+		}
+	}
+	mint, err := MintToken(fake.NewClientset(), "sidelane-system/sidelane-cni", time.Hour)
+	if err != nil || mint == nil {
+		t.Fatal(err)
+	}
+}

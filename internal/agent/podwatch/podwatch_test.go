@@ -180,3 +180,44 @@ func TestWatcherAlignsRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestReportBeforeInformer keeps the record of a pod the informer does not know yet for Grace,
+// then drops it.
+func TestReportBeforeInformer(t *testing.T) {
+	st, err := record.Open(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := fake.NewClientset()
+	w := NewWatcher()
+	w.Client, w.Node, w.Store, w.Grace = cs, "n1", st, 2*time.Second
+	w.Check = func(context.Context, record.PodInfo) (time.Duration, error) { return 0, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(30 * time.Second)
+	for !w.Synced() {
+		if time.Now().After(deadline) {
+			t.Fatal("not synced")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := st.ApplyReport(agentapi.Report{Event: "ADD", Namespace: "app", Name: "early-report", State: "captured"}); err != nil {
+		t.Fatal(err)
+	}
+	w.Enqueue("app", "early-report")
+	time.Sleep(100 * time.Millisecond) // well inside the grace: the record must still be there
+	if _, ok := st.Get("app", "early-report"); !ok {
+		t.Fatal("fresh record of a pod the informer has not seen yet was dropped")
+	}
+	for {
+		if _, ok := st.Get("app", "early-report"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("record of a pod that never appeared was kept past the grace")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
