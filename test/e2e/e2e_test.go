@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -15,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
@@ -457,5 +461,81 @@ func TestUninstallAndRepair(t *testing.T) {
 	_, cur = e.conflist(t)
 	if !hasOurEntry(cur) {
 		t.Errorf("after reinstall the primary conflist has no %s entry:\n%s", contract.PluginType, cur)
+	}
+}
+
+// TestAgentDeletesOnlyPodsOfItsNode: with the agent's own (pod-bound) token, deleting a pod of
+// another node is refused by the ValidatingAdmissionPolicy; a pod of its node may be deleted.
+func TestAgentDeletesOnlyPodsOfItsNode(t *testing.T) {
+	e := setup(t)
+	agent := e.waitAgentReady(t)
+	secs := int64(600)
+	tr, err := e.kube.CoreV1().ServiceAccounts(systemNS).CreateToken(ctx(t), agent.Spec.ServiceAccountName, &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{
+			ExpirationSeconds: &secs,
+			BoundObjectRef:    &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: agent.Name, UID: agent.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for the agent: %v", err)
+	}
+	admin, err := clientcmd.BuildConfigFromFlags("", e.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asAgent := rest.AnonymousClientConfig(admin)
+	asAgent.BearerToken = tr.Status.Token
+	agentClient, err := kubernetes.NewForConfig(asAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ns := e.namespace(t, "e2e-nodepolicy", false, false)
+	here := serverPod(ns, "here", podOpts{})
+	e.createPod(t, here)
+	elsewhere := serverPod(ns, "elsewhere", podOpts{})
+	elsewhere.Spec.NodeName = "sidelane-e2e-other-node" // never runs: no such node
+	e.createPod(t, elsewhere)
+	t.Cleanup(func() { // no kubelet will ever confirm its deletion
+		zero := int64(0)
+		e.kube.CoreV1().Pods(ns).Delete(context.Background(), "elsewhere", metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	})
+
+	err = agentClient.CoreV1().Pods(ns).Delete(ctx(t), "elsewhere", metav1.DeleteOptions{})
+	if err == nil || !strings.Contains(err.Error(), "only delete pods of its own node") {
+		t.Errorf("agent deleting a pod of another node: %v, want a refusal by the policy", err)
+	}
+	if err := agentClient.CoreV1().Pods(ns).Delete(ctx(t), "here", metav1.DeleteOptions{}); err != nil {
+		t.Errorf("agent deleting a pod of its own node: %v", err)
+	}
+}
+
+// TestInjectorIsRestrictedCompliant: the injector's pod template passes the "restricted" Pod
+// Security Standard (checked by the API server's admission with a server-side dry run).
+func TestInjectorIsRestrictedCompliant(t *testing.T) {
+	e := setup(t)
+	d, err := e.kube.AppsV1().Deployments(systemNS).Get(ctx(t), "sidelane-injector", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := e.namespace(t, "e2e-psa", false, true)
+	spec := d.Spec.Template.Spec.DeepCopy()
+	// Only what Pod Security judges matters: drop references to objects of sidelane-system.
+	spec.ServiceAccountName, spec.DeprecatedServiceAccount, spec.PriorityClassName, spec.Priority = "", "", "", nil
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "injector-dry-run", Namespace: ns}, Spec: *spec}
+	if _, err := e.kube.CoreV1().Pods(ns).Create(ctx(t), p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Fatalf("the injector's pod is refused in a restricted namespace: %v", err)
+	}
+	// The check can fail: the agent's pod template is refused there.
+	ds, err := e.kube.AppsV1().DaemonSets(systemNS).Get(ctx(t), agentDS, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aspec := ds.Spec.Template.Spec.DeepCopy()
+	aspec.ServiceAccountName, aspec.DeprecatedServiceAccount, aspec.PriorityClassName, aspec.Priority = "", "", "", nil
+	ap := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "agent-dry-run", Namespace: ns}, Spec: *aspec}
+	_, err = e.kube.CoreV1().Pods(ns).Create(ctx(t), ap, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err == nil || !strings.Contains(err.Error(), "violates PodSecurity") {
+		t.Errorf("the agent's pod in a restricted namespace: %v, want a PodSecurity refusal (else the check proves nothing)", err)
 	}
 }
