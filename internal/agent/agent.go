@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	cryptotls "crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,9 @@ type Config struct {
 	Socket string
 	// Listen are the TCP addresses of the authenticated API (none: no TCP API).
 	Listen []string
+	// SelfSignedTLS serves the non-loopback TCP listeners over TLS with a self-signed
+	// certificate (loopback, where port-forwards arrive, stays plain HTTP).
+	SelfSignedTLS bool
 	// StateDir holds the record (record.FileName).
 	StateDir string
 	// ProcRoot is where the host's /proc is (hostPID).
@@ -200,30 +204,14 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 			errc <- err
 		}()
 	}
-	ul, err := server.ListenUnix(cfg.Socket)
+	ul, tcp, err := listen(cfg)
 	if err != nil {
 		return err
 	}
 	start("unix API", func(ctx context.Context) error { return server.Serve(ctx, ul, srv.UnixHandler()) })
-	if len(cfg.Listen) > 0 {
+	if len(tcp) > 0 {
 		h := srv.TCPHandler(auth.New(client, cfg.AuthCacheTTL))
-		var tls []net.Listener
-		for _, addr := range cfg.Listen {
-			tl, err := net.Listen("tcp", addr)
-			if err != nil {
-				ul.Close()
-				for _, l := range tls {
-					l.Close()
-				}
-				stop()
-				for i := 0; i < n; i++ {
-					<-errc
-				}
-				return fmt.Errorf("agent TCP API: %w", err)
-			}
-			tls = append(tls, tl)
-		}
-		for _, tl := range tls {
+		for _, tl := range tcp {
 			start("TCP API "+tl.Addr().String(), func(ctx context.Context) error { return server.Serve(ctx, tl, h) })
 		}
 	}
@@ -248,6 +236,44 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		log.Info("stopped", "uninstalled", mode == install.RemoveAll, "because", why)
 	}
 	return runErr
+}
+
+// listen opens the unix socket and the TCP listeners (TLS on the non-loopback ones with
+// SelfSignedTLS); on error nothing is left open.
+func listen(cfg Config) (net.Listener, []net.Listener, error) {
+	var tlsConfig *cryptotls.Config
+	if cfg.SelfSignedTLS {
+		hosts := []string{cfg.Node}
+		for _, a := range cfg.Listen {
+			if host, _, err := net.SplitHostPort(a); err == nil && host != "" {
+				hosts = append(hosts, host)
+			}
+		}
+		var err error
+		if tlsConfig, err = server.SelfSignedTLS(hosts); err != nil {
+			return nil, nil, err
+		}
+	}
+	ul, err := server.ListenUnix(cfg.Socket)
+	if err != nil {
+		return nil, nil, err
+	}
+	var tcp []net.Listener
+	for _, addr := range cfg.Listen {
+		tl, err := net.Listen("tcp", addr)
+		if err != nil {
+			ul.Close()
+			for _, l := range tcp {
+				l.Close()
+			}
+			return nil, nil, fmt.Errorf("agent TCP API: %w", err)
+		}
+		if tlsConfig != nil && !server.IsLoopback(addr) {
+			tl = cryptotls.NewListener(tl, tlsConfig)
+		}
+		tcp = append(tcp, tl)
+	}
+	return ul, tcp, nil
 }
 
 // DefaultListen is the TCP API address for a node IP ("" listens on every address).

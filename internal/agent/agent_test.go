@@ -3,10 +3,13 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,6 +43,8 @@ func TestRunFlags(t *testing.T) {
 		{args: []string{"--node-name=n1", "--repair-interval=10ms"}, wantErr: "at least 1s"},
 		{args: []string{"--node-name=n1", "--log-level=loud"}, wantErr: `--log-level "loud"`},
 		{args: []string{"--node-name=n1", "extra"}, wantErr: "unexpected arguments"},
+		{args: []string{"--node-name=n1", "--tls=maybe"}, wantErr: `--tls "maybe"`},
+		{args: []string{"--node-name=n1", "--on-exit=sometimes"}, wantErr: `--on-exit "sometimes"`},
 	} {
 		t.Setenv("NODE_NAME", "")
 		cfg, err := RunFlags(tc.args, io.Discard)
@@ -253,5 +258,31 @@ func TestMintToken(t *testing.T) {
 	mint, err := MintToken(fake.NewClientset(), "sidelane-system/sidelane-cni", time.Hour)
 	if err != nil || mint == nil {
 		t.Fatal(err)
+	}
+}
+
+func TestListenTLSOnlyOffLoopback(t *testing.T) {
+	cfg := Config{Node: "n1", Socket: filepath.Join(t.TempDir(), "cni.sock"), Listen: []string{"127.0.0.1:0", ":0"}, SelfSignedTLS: true}
+	ul, tcp, err := listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+	for _, l := range tcp {
+		defer l.Close()
+		go http.Serve(l, h)
+	}
+	port := func(l net.Listener) string { return fmt.Sprint(l.Addr().(*net.TCPAddr).Port) }
+	plain := &http.Client{Timeout: 10 * time.Second}
+	secure := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if resp, err := plain.Get("http://127.0.0.1:" + port(tcp[0])); err != nil || resp.StatusCode != 200 {
+		t.Errorf("loopback listener over plain HTTP: %v", err)
+	}
+	if resp, err := secure.Get("https://127.0.0.1:" + port(tcp[1])); err != nil || resp.StatusCode != 200 {
+		t.Errorf("other listener over TLS: %v", err)
+	}
+	if resp, err := plain.Get("http://127.0.0.1:" + port(tcp[1])); err == nil && resp.StatusCode == 200 {
+		t.Error("other listener answered plain HTTP")
 	}
 }

@@ -174,6 +174,7 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 		defListen = DefaultListen("127.0.0.1") + "," + DefaultListen(ip)
 	}
 	fs.StringVar(&listen, "listen", defListen, `comma-separated TCP addresses of the authenticated API (default 127.0.0.1:15080,$NODE_IP:15080 when NODE_IP is set, else :15080; loopback is where port-forwards arrive; "off" disables it)`)
+	tlsMode := fs.String("tls", "off", "TLS of the non-loopback TCP listeners: off or self-signed (a certificate made at start; loopback stays plain HTTP for port-forwards)")
 	fs.StringVar(&cfg.StateDir, "state-dir", contract.AgentStateDir, "directory of the pod record")
 	fs.StringVar(&cfg.ProcRoot, "proc", "/proc", "the host's /proc (the agent runs with hostPID)")
 	fs.StringVar(&mode, "repair-mode", string(repair.ModeInPlace), "what to do with pods whose rules are missing or drifted: inplace (delete when impossible), delete or off")
@@ -192,6 +193,13 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return cfg, err
+	}
+	switch *tlsMode {
+	case "off":
+	case "self-signed":
+		cfg.SelfSignedTLS = true
+	default:
+		return cfg, usageError{fmt.Errorf("--tls %q: want off or self-signed", *tlsMode)}
 	}
 	if *upgrade {
 		cfg.OnExit = OnExitKeep

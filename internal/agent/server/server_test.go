@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -267,6 +268,47 @@ func TestListenUnix(t *testing.T) {
 	for path, want := range map[string]os.FileMode{dir: 0o700, sock: 0o600} {
 		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
 			t.Errorf("%s: mode %v (%v), want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+}
+
+func TestSelfSignedTLS(t *testing.T) {
+	cfg, err := SelfSignedTLS([]string{"127.0.0.1", "node-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := newServer(t)
+	var reviews atomic.Int32
+	go http.Serve(tls.NewListener(l, cfg), srv.TCPHandler(auth.New(fakeCluster(&reviews), time.Minute)))
+	defer l.Close()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Get("https://" + l.Addr().String() + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("https healthz: %v %v", resp, err)
+	}
+	if got := resp.TLS.PeerCertificates[0]; len(got.IPAddresses) != 1 || got.DNSNames[0] != "node-1" {
+		t.Errorf("certificate for %v %v", got.IPAddresses, got.DNSNames)
+	}
+	resp.Body.Close()
+	req, _ := http.NewRequest("GET", "https://"+l.Addr().String()+"/v1/pods", nil)
+	req.Header.Set("Authorization", "Bearer alice")
+	if resp, err := c.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("https pods: %v %v", resp, err)
+	}
+	if resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + l.Addr().String() + "/healthz"); err == nil && resp.StatusCode == 200 {
+		t.Error("plain HTTP answered on the TLS listener")
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:15080": true, "[::1]:15080": true, "localhost:1": true,
+		":15080": false, "0.0.0.0:15080": false, "192.0.2.7:15080": false, "bad": false} {
+		if IsLoopback(addr) != want {
+			t.Errorf("IsLoopback(%q) != %v", addr, want)
 		}
 	}
 }
