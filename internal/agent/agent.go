@@ -115,7 +115,8 @@ func MintToken(client kubernetes.Interface, sa string, lifetime time.Duration) (
 	}, nil
 }
 
-// Run is the DaemonSet: everything until ctx ends, then uninstall (unless KeepOnExit).
+// Run is the DaemonSet: everything until ctx ends (or a part fails), then uninstall or keep
+// the plugin as cfg.OnExit says.
 func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 	log := cfg.Log
 	if log == nil {
