@@ -63,22 +63,24 @@ up() {
   kubectl -n $NS logs "$client" -c sidelane-proxy --tail=200 | grep '/demo' | tail -n 1
   kubectl -n $NS logs "$server" -c sidelane-proxy --tail=200 | grep '/demo' | tail -n 1
 
-  say "kubectl sidelane rules $NS/$server"
-  kubectl-sidelane rules -n $NS "$server"
+  say "kubectl sidelane rules $server -n $NS"
+  kubectl-sidelane rules "$server" -n $NS
 
   say "Look around"
-  cat <<EOT
-  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$(command -v kubectl)"):$ROOT/bin:\$PATH
-  kubectl -n $NS get pods                               # the demo workload
-  kubectl -n $NS logs deploy/client -c app -f           # the client's calls (every 5 s)
-  kubectl -n $NS logs deploy/server -c sidelane-proxy   # the server proxy's access log
-  kubectl sidelane pods                                 # every pod the node agent has seen
-  kubectl sidelane rules -n $NS $server                 # expected vs live rules of a pod
-  kubectl sidelane check                                # verify every captured pod
-  kubectl -n sidelane-system get all                    # Sidelane itself
-  tail -f ${SIDELANE_CLUSTER_DIR}/logs/kubelet.log      # the node
-  make demo-down                                        # tear it all down, host left clean
-EOT
+  echo "  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$(command -v kubectl)"):$ROOT/bin:\$PATH"
+  local line
+  for line in \
+    "kubectl -n $NS get pods|the demo workload" \
+    "kubectl -n $NS logs deploy/client -c app -f|the client's calls (every 5 s)" \
+    "kubectl -n $NS logs deploy/server -c sidelane-proxy|the server proxy's access log" \
+    "kubectl sidelane pods|every pod the node agent has seen" \
+    "kubectl sidelane rules $server -n $NS|expected vs live rules of a pod" \
+    "kubectl sidelane check|verify every captured pod" \
+    "kubectl -n sidelane-system get all|Sidelane itself" \
+    "tail -f $SIDELANE_CLUSTER_DIR/logs/kubelet.log|the node" \
+    "make demo-down|tear it all down, host left clean"; do
+    printf '  %-62s # %s\n' "${line%%|*}" "${line#*|}"
+  done
 }
 
 case "${1:-up}" in
