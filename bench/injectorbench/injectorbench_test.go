@@ -17,8 +17,8 @@ func TestRunQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 6 {
-		t.Fatalf("%d rows, want 6", len(rows))
+	if len(rows) != 7 {
+		t.Fatalf("%d rows, want 7", len(rows))
 	}
 	for _, r := range rows {
 		if r.Area != "injector" || r.Ours <= 0 {

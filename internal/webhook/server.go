@@ -110,6 +110,9 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
+// Gatherer is the server's Prometheus registry (what /metrics serves).
+func (s *Server) Gatherer() prometheus.Gatherer { return s.registry }
+
 // Templates is the server's template store.
 func (s *Server) Templates() *TemplateStore { return s.templates }
 
