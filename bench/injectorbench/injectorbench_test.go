@@ -2,6 +2,7 @@ package injectorbench
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -31,5 +32,27 @@ func TestRunQuick(t *testing.T) {
 	}
 	if len(rows[0].Latency) == 0 {
 		t.Error("no latency distribution")
+	}
+}
+
+func TestHistogramQuantile(t *testing.T) {
+	inf := math.Inf(1)
+	h := histogram{bounds: []float64{0.001, 0.005, inf}, counts: []uint64{50, 90, 100}}
+	for _, tc := range []struct{ q, want float64 }{
+		{0.5, 0.001},   // exactly the first bucket's top
+		{0.25, 0.0005}, // halfway into the first bucket
+		{0.7, 0.003},   // halfway into the second
+		{0.99, 0.005},  // in +Inf: the last finite bound
+	} {
+		if got := h.quantile(tc.q); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("quantile(%v) = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	d := h.sub(histogram{bounds: h.bounds, counts: []uint64{50, 50, 50}})
+	if d.counts[0] != 0 || d.counts[2] != 50 || math.Abs(d.quantile(0.5)-0.0035) > 1e-12 {
+		t.Errorf("sub: %+v quantile %v", d.counts, d.quantile(0.5))
+	}
+	if (histogram{bounds: []float64{inf}, counts: []uint64{0}}).quantile(0.99) != 0 {
+		t.Error("empty histogram")
 	}
 }
