@@ -89,14 +89,15 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// run runs a command and returns its combined output.
+// run runs a command and returns its standard output; an error carries both outputs.
+// (Standard error is kept apart: kubectl exec writes stream warnings there.)
 func run(name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	if err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out.String())
+		return out.String(), fmt.Errorf("%s %s: %w\n%s%s", name, strings.Join(args, " "), err, out.String(), errOut.String())
 	}
 	return out.String(), nil
 }
