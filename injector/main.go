@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sidelane/sidelane/internal/contract"
@@ -81,9 +82,15 @@ func serve(args []string) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
-	restCfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	var restCfg *rest.Config
+	var err error
+	if *kubeconfig == "" {
+		restCfg, err = rest.InClusterConfig()
+	} else {
+		restCfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	}
 	if err != nil {
-		return fmt.Errorf("API server configuration: %w", err)
+		return fmt.Errorf("API server configuration (outside a cluster, give --kubeconfig): %w", err)
 	}
 	restCfg.UserAgent = "sidelane-injector/" + webhook.Version()
 	client, err := kubernetes.NewForConfig(restCfg)

@@ -200,7 +200,8 @@ func TestSelfSignedServer(t *testing.T) {
 		}
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "sidelane-injector.sidelane-system.svc"},
+		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "sidelane-injector.sidelane-system.svc"},
+		ForceAttemptHTTP2: true, // as the API server's webhook client
 	}}
 	resp, err := hc.Post("https://"+addr+"/inject", "application/json", bytes.NewReader(review(t, "admission.k8s.io/v1", "shop", testPod(nil))))
 	if err != nil {
@@ -208,6 +209,9 @@ func TestSelfSignedServer(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Errorf("served over %s, want HTTP/2", resp.Proto)
+	}
 	var out admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &out); err != nil || out.Response == nil || !out.Response.Allowed || len(out.Response.Patch) == 0 {
 		t.Fatalf("response %d %s (%v)", resp.StatusCode, body, err)
