@@ -77,3 +77,20 @@ func TestParseConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestParsePodIdentity(t *testing.T) {
+	tests := []struct {
+		args string
+		want PodIdentity
+	}{
+		{"IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u-1", PodIdentity{"ns", "web-0", "u-1"}},
+		{"K8S_POD_NAME=a", PodIdentity{Name: "a"}},
+		{"", PodIdentity{}},
+		{"garbage;;=;K8S_POD_NAMESPACE=x", PodIdentity{Namespace: "x"}},
+	}
+	for _, tt := range tests {
+		if got := ParsePodIdentity(tt.args); got != tt.want {
+			t.Errorf("ParsePodIdentity(%q) = %+v, want %+v", tt.args, got, tt.want)
+		}
+	}
+}

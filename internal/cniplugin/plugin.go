@@ -5,7 +5,7 @@
 // node agent, best effort.
 //
 // The plugin is chained: it requires prevResult and prints it back unchanged, so stdout carries
-// only the CNI result. Logs go to stderr at the configured level. The capture decision (Decide)
+// only the CNI result. Logs go to stderr at the configured level. The capture decision (selection.Decide)
 // is a pure function of the pod's plain facts; everything that touches the outside world
 // (API server, netns, backends, agent) sits behind the fields of Plugin so that unit tests can
 // replace it.
@@ -31,6 +31,7 @@ import (
 	"github.com/sidelane/sidelane/internal/podinfo"
 	"github.com/sidelane/sidelane/internal/redirect"
 	"github.com/sidelane/sidelane/internal/rules"
+	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // About is the plugin's self-description (printed when run without CNI_COMMAND).
@@ -191,7 +192,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if id.UID != "" && pod.UID != "" && pod.UID != id.UID {
 		return fail(types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sidelane-cni: pod %s/%s: the API server has uid %s, the runtime asks for uid %s (pod replaced)", id.Namespace, id.Name, pod.UID, id.UID), ""))
 	}
-	dec := Decide(PodFacts{
+	dec := selection.Decide(selection.PodFacts{
 		Namespace: pod.Namespace, Labels: pod.Labels, Annotations: pod.Annotations,
 		Containers: pod.Containers, NativeSidecars: pod.NativeSidecars,
 	}, conf.Excluded)

@@ -2,11 +2,11 @@ package inject
 
 import (
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // Reasons a pod is not injected (also the suffix of the injector's "skipped-<reason>" metric).
@@ -56,21 +56,8 @@ func Select(pod *corev1.Pod, ns string, exclude []string, nsLabels func() (map[s
 	return Decision{Reason: SkipNamespaceNotOptedIn}, nil
 }
 
-// podOptIn is "false" when the pod's label or annotation opts it out, "true" when one opts it
-// in, "" otherwise. Values are compared case-insensitively; other values are ignored.
-func podOptIn(pod *corev1.Pod) string {
-	vals := []string{
-		strings.ToLower(strings.TrimSpace(pod.Labels[contract.InjectLabel])),
-		strings.ToLower(strings.TrimSpace(pod.Annotations[contract.InjectLabel])),
-	}
-	if slices.Contains(vals, "false") {
-		return "false"
-	}
-	if slices.Contains(vals, "true") {
-		return "true"
-	}
-	return ""
-}
+// podOptIn is the pod's own opt-in ("true"), opt-out ("false") or neither ("").
+func podOptIn(pod *corev1.Pod) string { return selection.OptIn(pod.Labels, pod.Annotations) }
 
 // AlreadyInjected reports whether the pod carries the status annotation (the injector's mark).
 func AlreadyInjected(pod *corev1.Pod) bool {

@@ -29,8 +29,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/sidelane/sidelane/internal/agent/record"
-	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // PodInfo returns the plain facts about pod that the agent decides on. A pod is injected when
@@ -47,16 +47,16 @@ func PodInfo(pod *corev1.Pod, excluded []string) record.PodInfo {
 	}
 	p.Running = pod.DeletionTimestamp == nil && len(p.PodIPs) > 0 &&
 		(pod.Status.Phase == corev1.PodRunning || pod.Status.Phase == corev1.PodPending)
-	_, injected := pod.Annotations[contract.StatusAnnotation]
-	proxy := false
+	facts := selection.PodFacts{Namespace: pod.Namespace, Labels: pod.Labels, Annotations: pod.Annotations, HostNetwork: pod.Spec.HostNetwork}
 	for _, c := range pod.Spec.Containers {
-		proxy = proxy || c.Name == contract.ProxyContainerName
+		facts.Containers = append(facts.Containers, c.Name)
 	}
 	for _, c := range pod.Spec.InitContainers {
-		proxy = proxy || (c.Name == contract.ProxyContainerName && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways)
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			facts.NativeSidecars = append(facts.NativeSidecars, c.Name)
+		}
 	}
-	p.Injected = injected && proxy && !pod.Spec.HostNetwork && !slices.Contains(excluded, pod.Namespace) &&
-		pod.Labels[contract.InjectLabel] != "false" && pod.Annotations[contract.InjectLabel] != "false"
+	p.Injected = selection.Decide(facts, func(ns string) bool { return slices.Contains(excluded, ns) }).Capture
 	if p.Injected {
 		if s, err := redirect.FromAnnotations(pod.Annotations); err != nil {
 			p.SettingsErr = err.Error()

@@ -1,4 +1,4 @@
-package cniplugin
+package selection
 
 import (
 	"slices"
@@ -36,6 +36,8 @@ func TestDecide(t *testing.T) {
 		{"excluded namespace", PodFacts{Namespace: "kube-system", Annotations: status, Containers: []string{"sidelane-proxy"}}, false, "excluded"},
 		{"own namespace", PodFacts{Namespace: "sidelane-system", Annotations: status, Containers: []string{"sidelane-proxy"}}, false, "excluded"},
 		{"nil everything", PodFacts{}, false, "no sidelane.io/status"},
+		{"host network", PodFacts{Namespace: "app", HostNetwork: true, Annotations: status, Containers: []string{"sidelane-proxy"}}, false, "host network"},
+		{"opt-out is case-insensitive", PodFacts{Namespace: "app", Labels: map[string]string{contract.InjectLabel: " False"}, Annotations: status, Containers: []string{"sidelane-proxy"}}, false, "label"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,19 +52,22 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-func TestParsePodIdentity(t *testing.T) {
+func TestOptIn(t *testing.T) {
+	m := func(v string) map[string]string { return map[string]string{contract.InjectLabel: v} }
 	tests := []struct {
-		args string
-		want PodIdentity
+		labels, annotations map[string]string
+		want                string
 	}{
-		{"IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u-1", PodIdentity{"ns", "web-0", "u-1"}},
-		{"K8S_POD_NAME=a", PodIdentity{Name: "a"}},
-		{"", PodIdentity{}},
-		{"garbage;;=;K8S_POD_NAMESPACE=x", PodIdentity{Namespace: "x"}},
+		{nil, nil, ""},
+		{m("true"), nil, "true"},
+		{nil, m("TRUE"), "true"},
+		{m("false"), m("true"), "false"},
+		{m("true"), m(" false "), "false"},
+		{m("yes"), m("enabled"), ""},
 	}
 	for _, tt := range tests {
-		if got := ParsePodIdentity(tt.args); got != tt.want {
-			t.Errorf("ParsePodIdentity(%q) = %+v, want %+v", tt.args, got, tt.want)
+		if got := OptIn(tt.labels, tt.annotations); got != tt.want {
+			t.Errorf("OptIn(%v, %v) = %q, want %q", tt.labels, tt.annotations, got, tt.want)
 		}
 	}
 }
