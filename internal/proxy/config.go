@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -39,7 +40,13 @@ type Config struct {
 	MaxIdlePerDest int           `json:"maxIdlePerDest"` // pooled upstream connections per destination
 	DrainTimeout   time.Duration `json:"drainTimeout"`   // SIGTERM: in-flight work gets this long
 	AccessLog      bool          `json:"accessLog"`      // JSON line per HTTP request on stdout
+	// LogLevel filters the proxy's own messages (not the access log): debug and info show
+	// start-up and drain, warn adds per-connection failures, error only accept failures.
+	LogLevel string `json:"logLevel"`
 }
+
+// LogLevels are the values of Config.LogLevel, most verbose first.
+var LogLevels = []string{"debug", "info", "warn", "error"}
 
 // Defaults returns DESIGN.md's ports and the default limits.
 func Defaults() Config {
@@ -61,6 +68,7 @@ func Defaults() Config {
 		MaxIdlePerDest:    256,
 		DrainTimeout:      25 * time.Second,
 		AccessLog:         true,
+		LogLevel:          "info",
 	}
 }
 
@@ -126,6 +134,7 @@ func BindFlags(fs *flag.FlagSet, c *Config) error {
 	intVar(&c.MaxIdlePerDest, "max-idle-per-destination", e+"MAX_IDLE_PER_DESTINATION", "pooled upstream connections per destination")
 	durVar(&c.DrainTimeout, "drain-timeout", e+"DRAIN_TIMEOUT", "time in-flight work gets after SIGTERM")
 	boolVar(&c.AccessLog, "access-log", e+"ACCESS_LOG", "JSON access-log line per HTTP request on stdout")
+	strVar(&c.LogLevel, "log-level", e+"LOG_LEVEL", "the proxy's own messages: debug, info, warn or error")
 	if len(errs) > 0 {
 		return fmt.Errorf("proxy configuration: %v", errs)
 	}
@@ -144,6 +153,9 @@ func (c Config) Validate() error {
 	}
 	if c.InboundPort == c.OutboundPort {
 		return fmt.Errorf("inbound-port and outbound-port are both %d", c.InboundPort)
+	}
+	if !slices.Contains(LogLevels, c.LogLevel) {
+		return fmt.Errorf("log-level %q: want one of %v", c.LogLevel, LogLevels)
 	}
 	if c.MaxConnections < 1 {
 		return fmt.Errorf("max-connections %d: must be at least 1", c.MaxConnections)

@@ -378,7 +378,7 @@ func (s *Server) sendRequest(cc *clientConn, up *upConn, getBuf func() []byte, e
 func (s *Server) serveRaw(cc *clientConn) {
 	up, err := s.dial(cc.dir, cc.dst)
 	if err != nil {
-		s.logger.Printf("sidelane-proxy: %s %s -> %s: %v", cc.dir, cc.c.RemoteAddr(), cc.dst, err)
+		s.logf("warn", "sidelane-proxy: %s %s -> %s: %v", cc.dir, cc.c.RemoteAddr(), cc.dst, err)
 		return
 	}
 	s.m.raw.Add(1)

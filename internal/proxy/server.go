@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,8 @@ type Server struct {
 	alog   *accessLog
 	pool   *pool
 	logger *log.Logger
+	// logRank is the index of cfg.LogLevel in LogLevels; messages below it are dropped.
+	logRank int
 
 	// originalDst finds a connection's original destination (tests replace it).
 	originalDst func(*net.TCPConn) (netip.AddrPort, error)
@@ -64,6 +67,7 @@ func New(cfg Config, accessLog io.Writer, logger *log.Logger) (*Server, error) {
 		return nil, fmt.Errorf("inbound-source-ipv6 %q: not an IPv6 address", cfg.InboundSourceIPv6)
 	}
 	s := &Server{
+		logRank:     slices.Index(LogLevels, cfg.LogLevel),
 		cfg:         cfg,
 		m:           newMetrics(),
 		logger:      logger,
@@ -159,7 +163,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ready.Store(true)
 	stopJanitor := s.pool.janitor()
 	defer stopJanitor()
-	s.logger.Printf("sidelane-proxy: inbound :%d, outbound :%d, ready", s.cfg.InboundPort, s.cfg.OutboundPort)
+	s.logf("info", "sidelane-proxy: inbound :%d, outbound :%d, ready", s.cfg.InboundPort, s.cfg.OutboundPort)
 
 	select {
 	case <-ctx.Done():
@@ -195,7 +199,7 @@ func (s *Server) closeListeners() {
 func (s *Server) drain() {
 	s.draining.Store(true)
 	s.closeListeners()
-	s.logger.Printf("sidelane-proxy: draining (up to %s)", s.cfg.DrainTimeout)
+	s.logf("info", "sidelane-proxy: draining (up to %s)", s.cfg.DrainTimeout)
 	s.mu.Lock()
 	for cc := range s.conns {
 		cc.wakeIfIdle()
@@ -205,7 +209,7 @@ func (s *Server) drain() {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		s.logger.Printf("sidelane-proxy: drained")
+		s.logf("info", "sidelane-proxy: drained")
 	case <-time.After(s.cfg.DrainTimeout):
 		s.mu.Lock()
 		n := len(s.conns)
@@ -213,7 +217,7 @@ func (s *Server) drain() {
 			cc.forceClose()
 		}
 		s.mu.Unlock()
-		s.logger.Printf("sidelane-proxy: drain deadline: closed %d connections", n)
+		s.logf("warn", "sidelane-proxy: drain deadline: closed %d connections", n)
 		<-done
 	}
 }
@@ -232,7 +236,7 @@ func (s *Server) acceptLoop(l *net.TCPListener, dir Direction) {
 			} else if backoff < time.Second {
 				backoff *= 2
 			}
-			s.logger.Printf("sidelane-proxy: accept: %v (retrying in %s)", err, backoff)
+			s.logf("error", "sidelane-proxy: accept: %v (retrying in %s)", err, backoff)
 			time.Sleep(backoff)
 			continue
 		}
@@ -273,13 +277,13 @@ func (s *Server) serve(cc *clientConn) {
 	dst, err := s.originalDst(cc.c)
 	if err != nil {
 		s.m.refused.Add(1)
-		s.logger.Printf("sidelane-proxy: %s connection from %s: %v", cc.dir, cc.c.RemoteAddr(), err)
+		s.logf("warn", "sidelane-proxy: %s connection from %s: %v", cc.dir, cc.c.RemoteAddr(), err)
 		return
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if s.isLoop(cc.c, dst) {
 		s.m.refused.Add(1)
-		s.logger.Printf("sidelane-proxy: %s connection from %s to %s refused: it would loop back into the proxy", cc.dir, cc.c.RemoteAddr(), dst)
+		s.logf("warn", "sidelane-proxy: %s connection from %s to %s refused: it would loop back into the proxy", cc.dir, cc.c.RemoteAddr(), dst)
 		return
 	}
 	cc.dst = dst
@@ -389,4 +393,12 @@ func (s *Server) adminHandler() http.Handler {
 		io.WriteString(w, "draining\n")
 	})
 	return mux
+}
+
+// logf writes one of the proxy's own messages at level (one of LogLevels) when the
+// configured log level lets it through.
+func (s *Server) logf(level, format string, args ...any) {
+	if slices.Index(LogLevels, level) >= s.logRank {
+		s.logger.Printf(format, args...)
+	}
 }
