@@ -8,10 +8,18 @@ what=${1:-all}
 export GOFLAGS=${GOFLAGS:-}
 
 unit() {
+  local pkgs
+  pkgs=$(go list ./... | grep -v /test/e2e)
+  echo "== compiling the tests (all cores)"
+  local tmp
+  tmp=$(mktemp -d)
+  go test -c -o "$tmp/" $pkgs >/dev/null
+  rm -rf "$tmp"
   echo "== unit and privileged tests"
   # -p 1 between packages: privileged tests create many network namespaces and processes and the
-  # machines are small; inside a package tests still run in parallel where they say so.
-  go test -count=1 -p 1 -timeout 20m $(go list ./... | grep -v /test/e2e)
+  # machines are small; inside a package tests still run in parallel where they say so. The
+  # compile above filled the build cache, so -p 1 only serialises the runs.
+  go test -count=1 -p 1 -timeout 20m $pkgs
 }
 
 e2e() {
