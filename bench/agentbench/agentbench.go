@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -156,11 +155,10 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(lat)
 	note := fmt.Sprintf("%d sequential GETs over the unix socket, %d pods (half captured) recorded from plugin reports", n, Pods)
 	return []benchreport.Row{
-		{Area: "agent", Name: "GET /v1/pods p50 (110 pods)", Unit: "ms", Ours: pct(lat, 50), Note: note},
-		{Area: "agent", Name: "GET /v1/pods p99 (110 pods)", Unit: "ms", Ours: pct(lat, 99)},
+		{Area: "agent", Name: "GET /v1/pods p50 (110 pods)", Unit: "ms", Ours: benchreport.Percentile(lat, 50), Note: note},
+		{Area: "agent", Name: "GET /v1/pods p99 (110 pods)", Unit: "ms", Ours: benchreport.Percentile(lat, 99)},
 		{Area: "agent", Name: "agent RSS (110 pods recorded)", Unit: "MB", Ours: rss},
 	}, nil
 }
@@ -179,14 +177,6 @@ func prepare(dir string) error {
 		return fmt.Errorf("agent bench: %w", err)
 	}
 	return nil
-}
-
-func pct(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted)-1) * p / 100)
-	return sorted[i]
 }
 
 // rssMB reads VmRSS of pid in MB.

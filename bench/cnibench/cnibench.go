@@ -81,11 +81,11 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 		wall = append(wall, w)
 	}
 
-	cp50, cp90 := pct(chain, 50), pct(chain, 90)
-	ep50, ep90 := pct(execNFT, 50), pct(execNFT, 90)
-	ip50 := pct(execIPT, 50)
-	bp50 := pct(bridge, 50)
-	wallMed := pct(wall, 50)
+	cp50, cp90 := benchreport.Percentile(chain, 50), benchreport.Percentile(chain, 90)
+	ep50, ep90 := benchreport.Percentile(execNFT, 50), benchreport.Percentile(execNFT, 90)
+	ip50 := benchreport.Percentile(execIPT, 50)
+	bp50 := benchreport.Percentile(bridge, 50)
+	wallMed := benchreport.Percentile(wall, 50)
 	return []benchreport.Row{
 		{Area: "cni", Name: "ADD p50, chain bridge+host-local+sidelane-cni (libcni)", Unit: "ms", Ours: cp50,
 			OursMin: slices.Min(chain), OursMax: slices.Max(chain), Peer: "bridge+host-local alone", PeerVal: bp50,
@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 			Note: fmt.Sprintf("p90 %.1f ms; process start, pod GET, rules applied in the netns, result printed", ep90)},
 		{Area: "cni", Name: "sidelane-cni ADD exec p50 (iptables)", Unit: "ms", Ours: ip50,
 			OursMin: slices.Min(execIPT), OursMax: slices.Max(execIPT), Target: "≤ 10 ms", Pass: benchreport.Pass(ip50 <= ms(TargetADDP50)),
-			Note: fmt.Sprintf("p90 %.1f ms; iptables-restore per family", pct(execIPT, 90))},
+			Note: fmt.Sprintf("p90 %.1f ms; iptables-restore per family", benchreport.Percentile(execIPT, 90))},
 		{Area: "cni", Name: fmt.Sprintf("%d concurrent ADDs, wall time (full chain)", Concurrent), Unit: "ms", Ours: wallMed,
 			OursMin: slices.Min(wall), OursMax: slices.Max(wall), Target: "≤ 2000 ms", Pass: benchreport.Pass(wallMed <= ms(TargetConcurrent))},
 	}, nil
@@ -188,20 +188,10 @@ func (b *bench) concurrent(round int) (float64, error) {
 	return ms(wall), nil
 }
 
-func pct(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	i := int(p / 100 * float64(len(s)-1))
-	return s[i]
-}
-
 func points(v []float64) []benchreport.Point {
 	var out []benchreport.Point
 	for _, p := range []float64{50, 90, 99} {
-		out = append(out, benchreport.Point{Percentile: p, Millis: pct(v, p)})
+		out = append(out, benchreport.Point{Percentile: p, Millis: benchreport.Percentile(v, p)})
 	}
 	return out
 }

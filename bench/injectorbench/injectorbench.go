@@ -87,11 +87,11 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 			return nil, fmt.Errorf("injectorbench: %w", err)
 		}
 		server99 = append(server99, after.sub(before).quantile(0.99)*1000)
-		p50 = append(p50, pct(res.lat, 50))
-		p90 = append(p90, pct(res.lat, 90))
-		p99 = append(p99, pct(res.lat, 99))
-		p999 = append(p999, pct(res.lat, 99.9))
-		max = append(max, pct(res.lat, 100))
+		p50 = append(p50, benchreport.Percentile(res.lat, 50))
+		p90 = append(p90, benchreport.Percentile(res.lat, 90))
+		p99 = append(p99, benchreport.Percentile(res.lat, 99))
+		p999 = append(p999, benchreport.Percentile(res.lat, 99.9))
+		max = append(max, benchreport.Percentile(res.lat, 100))
 		achieved = append(achieved, res.rate)
 		all = append(all, res.lat...)
 	}
@@ -104,8 +104,8 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 	}
 	r50 := row("admission latency p50 @200 req/s (TLS)", p50, "ms")
 	r50.Latency = []benchreport.Point{
-		{Percentile: 50, Millis: pct(all, 50)}, {Percentile: 90, Millis: pct(all, 90)},
-		{Percentile: 99, Millis: pct(all, 99)}, {Percentile: 99.9, Millis: pct(all, 99.9)},
+		{Percentile: 50, Millis: benchreport.Percentile(all, 50)}, {Percentile: 90, Millis: benchreport.Percentile(all, 90)},
+		{Percentile: 99, Millis: benchreport.Percentile(all, 99)}, {Percentile: 99.9, Millis: benchreport.Percentile(all, 99.9)},
 	}
 	serverRow := row("server-side admission time p99 (injector's own histogram, bucket-interpolated)", server99, "ms")
 	serverRow.Note = "from sidelane_injector_admission_duration_seconds: request read to response written, without TLS and the client; " + note
@@ -298,15 +298,6 @@ func send(client *http.Client, url string, rv review) error {
 		return fmt.Errorf("patch %q for a pod with inject=%v", out.Response.Patch, rv.inject)
 	}
 	return nil
-}
-
-// pct is the p-th percentile of sorted values (nearest rank).
-func pct(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p/100*float64(len(sorted))+0.5) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 func stats(v []float64) (mn, med, mx float64) {

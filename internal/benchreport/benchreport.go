@@ -2,7 +2,10 @@
 // returns rows, and `make bench` prints them as one side-by-side table and writes them as JSON.
 package benchreport
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Row is one measured figure, with the peer measured in the same run where there is one.
 type Row struct {
@@ -43,3 +46,15 @@ type Config struct {
 
 // Pass is a helper for Row.Pass.
 func Pass(ok bool) *bool { return &ok }
+
+// Percentile is the p-th percentile (nearest rank) of values, which need not be sorted;
+// 0 for no values.
+func Percentile(values []float64, p float64) float64 {
+	if len(values) == 0 {
+		return 0
+	}
+	s := slices.Clone(values)
+	slices.Sort(s)
+	i := int(p/100*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}

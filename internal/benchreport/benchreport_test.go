@@ -100,3 +100,18 @@ func TestChart(t *testing.T) {
 		t.Error("empty chart: want an error")
 	}
 }
+
+func TestPercentile(t *testing.T) {
+	v := []float64{5, 1, 4, 2, 3, 10, 9, 8, 7, 6} // 1..10, unsorted
+	for _, tc := range []struct{ p, want float64 }{{0, 1}, {10, 1}, {50, 5}, {90, 9}, {99, 10}, {100, 10}} {
+		if got := Percentile(v, tc.p); got != tc.want {
+			t.Errorf("Percentile(p%g) = %g, want %g", tc.p, got, tc.want)
+		}
+	}
+	if v[0] != 5 {
+		t.Error("Percentile sorted its argument in place")
+	}
+	if got := Percentile(nil, 50); got != 0 {
+		t.Errorf("Percentile(nil) = %g", got)
+	}
+}
