@@ -13,7 +13,8 @@ unit() {
   echo "== compiling the tests (all cores)"
   local tmp
   tmp=$(mktemp -d)
-  go test -c -o "$tmp/" $pkgs >/dev/null
+  go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' $pkgs |
+    xargs -P "$(nproc)" -I{} sh -c 'go test -c -o "$1/$(echo "$2" | tr / _).test" "$2"' _ "$tmp" {}
   rm -rf "$tmp"
   echo "== unit and privileged tests"
   # -p 1 between packages: privileged tests create many network namespaces and processes and the
@@ -24,7 +25,7 @@ unit() {
 
 e2e() {
   echo "== end-to-end tests on a local cluster"
-  if [ -x hack/e2e.sh ]; then hack/e2e.sh; else echo "e2e harness not present yet"; [ "${CI:-}" != true ] || exit 1; fi
+  hack/e2e.sh
 }
 
 case "$what" in
