@@ -70,6 +70,10 @@ func TestChart(t *testing.T) {
 	if len(c.Series) != 2 {
 		t.Fatalf("series = %d, want the two rows with latency", len(c.Series))
 	}
+	named := ChartFromRows("t", []Row{{Name: "latency at 1000 req/s: haproxy", Latency: []Point{{50, 1}}}})
+	if got := named.Series[0].Name; got != "haproxy" {
+		t.Errorf("series name = %q, want the part behind the last \": \"", got)
+	}
 	path := filepath.Join(t.TempDir(), "chart.png")
 	if err := c.WritePNG(path); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"os"
 	"slices"
+	"strings"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
@@ -26,12 +27,18 @@ type Series struct {
 	Points []Point
 }
 
-// ChartFromRows collects the latency distributions of rows (those with Latency set).
+// ChartFromRows collects the latency distributions of rows (those with Latency set). A
+// series is named after the part of the row's name behind its last ": " (the row
+// "latency at 1000 req/s: haproxy" is the series "haproxy").
 func ChartFromRows(title string, rows []Row) Chart {
 	c := Chart{Title: title}
 	for _, r := range rows {
 		if len(r.Latency) > 0 {
-			c.Series = append(c.Series, Series{Name: r.Name, Points: r.Latency})
+			name := r.Name
+			if i := strings.LastIndex(name, ": "); i >= 0 {
+				name = name[i+2:]
+			}
+			c.Series = append(c.Series, Series{Name: name, Points: r.Latency})
 		}
 	}
 	return c
@@ -58,7 +65,7 @@ func (c Chart) Image() (*image.RGBA, error) {
 		return nil, fmt.Errorf("chart %q: need at least two percentiles and a positive latency", c.Title)
 	}
 	slices.Sort(pcts)
-	const W, H, left, right, top, bottom = 900, 520, 70, 200, 40, 50
+	const W, H, left, right, top, bottom = 960, 520, 70, 260, 40, 50
 	img := image.NewRGBA(image.Rect(0, 0, W, H))
 	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
 	grey := color.RGBA{0xcc, 0xcc, 0xcc, 0xff}
