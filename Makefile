@@ -1,6 +1,8 @@
 # Sidelane — see README.md. Every target runs on a fresh Debian machine as root;
 # `make deps` installs what the targets need (apt packages, Go modules).
 SHELL := /bin/bash
+# Go keeps its module and build caches under HOME; a bare CI environment may not set it.
+export HOME ?= $(shell getent passwd $$(id -u) | cut -d: -f6)
 GO ?= go
 BIN := bin
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w'
