@@ -5,6 +5,8 @@
 package main
 
 import (
+	"github.com/sidelane/sidelane/internal/atomicfile"
+
 	"context"
 	"flag"
 	"fmt"
@@ -12,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -154,20 +155,8 @@ func manual(args []string) error {
 	if *out == "-" {
 		return inject.InjectYAML(r, os.Stdout, t)
 	}
-	// Write through a temporary file so that a refusal leaves no partial output.
-	tmp, err := os.CreateTemp(filepath.Dir(*out), ".sidelane-inject-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := inject.InjectYAML(r, tmp, t); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), *out)
+	// Written atomically, so that a refusal leaves no partial output.
+	return atomicfile.WriteFrom(*out, 0o644, func(w io.Writer) error { return inject.InjectYAML(r, w, t) })
 }
 
 func splitList(s string) []string {

@@ -8,53 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/sidelane/sidelane/internal/atomicfile"
 )
-
-// writeAtomic writes data to path through a temporary file in the same directory (fsync,
-// chmod, rename, fsync of the directory), so that readers see the old or the new content,
-// never a part. The temporary name ends in ".tmp" so that no CNI runtime reads it as a config.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
-	}
-	ok = true
-	syncDir(dir)
-	return nil
-}
-
-// syncDir makes a rename durable; failures are ignored (some filesystems refuse it).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-}
 
 // copyBinary copies src to dst atomically (mode 0755) unless dst already has the same bytes.
 // It reports whether it wrote.
@@ -73,36 +29,12 @@ func copyBinary(src, dst string) (bool, error) {
 		return false, fmt.Errorf("reading plugin binary: %w", err)
 	}
 	defer in.Close()
-	dir := filepath.Dir(dst)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".*.tmp")
-	if err != nil {
-		return false, fmt.Errorf("installing plugin binary into %s: %w", dir, err)
+	if err := atomicfile.WriteFrom(dst, 0o755, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	}); err != nil {
+		return false, fmt.Errorf("installing plugin binary: %w", err)
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := io.Copy(f, in); err != nil {
-		return false, fmt.Errorf("copying plugin binary to %s: %w", tmp, err)
-	}
-	if err := f.Chmod(0o755); err != nil {
-		return false, fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return false, fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return false, fmt.Errorf("closing %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return false, fmt.Errorf("renaming %s to %s: %w", tmp, dst, err)
-	}
-	ok = true
-	syncDir(dir)
 	return true, nil
 }
 

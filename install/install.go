@@ -1,6 +1,8 @@
 package install
 
 import (
+	"github.com/sidelane/sidelane/internal/atomicfile"
+
 	"bytes"
 	"context"
 	"errors"
@@ -147,7 +149,7 @@ func reconcileList(cfg Config, st *state, p *primary) (outcome, error) {
 	if err := unchangedSince(p); err != nil {
 		return out, err
 	}
-	if err := writeAtomic(p.Path, next, p.Mode); err != nil {
+	if err := atomicfile.Write(p.Path, next, p.Mode); err != nil {
 		return out, err
 	}
 	out.Wrote = true
@@ -191,13 +193,13 @@ func reconcileConf(cfg Config, st *state, p *primary) (outcome, error) {
 		return out, err
 	}
 	// The .conflist goes in before the .conf goes away, so that there is always a config.
-	if err := writeAtomic(listPath, next, p.Mode); err != nil {
+	if err := atomicfile.Write(listPath, next, p.Mode); err != nil {
 		return out, err
 	}
 	if err := removeIfExists(p.Path); err != nil {
 		return out, err
 	}
-	syncDir(cfg.CNIConfDir)
+	atomicfile.SyncDir(cfg.CNIConfDir)
 	out.Wrote = true
 	return out, nil
 }
@@ -310,12 +312,12 @@ func restore(cfg Config, name string, rec *fileRecord) error {
 	if rec.ConvertedFrom != "" {
 		confPath := filepath.Join(cfg.CNIConfDir, rec.ConvertedFrom)
 		if _, err := os.Stat(confPath); errors.Is(err, fs.ErrNotExist) {
-			if err := writeAtomic(confPath, rec.Original, mode); err != nil {
+			if err := atomicfile.Write(confPath, rec.Original, mode); err != nil {
 				return fmt.Errorf("uninstall: %w", err)
 			}
 		}
 		if rec.HadDisplaced {
-			if err := writeAtomic(path, rec.Displaced, mode); err != nil {
+			if err := atomicfile.Write(path, rec.Displaced, mode); err != nil {
 				return fmt.Errorf("uninstall: %w", err)
 			}
 			return nil
@@ -323,7 +325,7 @@ func restore(cfg Config, name string, rec *fileRecord) error {
 		return removeIfExists(path)
 	}
 	if ours {
-		if err := writeAtomic(path, rec.Original, mode); err != nil {
+		if err := atomicfile.Write(path, rec.Original, mode); err != nil {
 			return fmt.Errorf("uninstall: %w", err)
 		}
 		return nil
@@ -344,7 +346,7 @@ func removeEntry(path string, cur []byte) error {
 	if fi, err := os.Stat(path); err == nil {
 		mode = fi.Mode().Perm()
 	}
-	if err := writeAtomic(path, out, mode); err != nil {
+	if err := atomicfile.Write(path, out, mode); err != nil {
 		return fmt.Errorf("uninstall: %w", err)
 	}
 	return nil

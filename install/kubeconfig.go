@@ -1,6 +1,8 @@
 package install
 
 import (
+	"github.com/sidelane/sidelane/internal/atomicfile"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -130,5 +132,5 @@ func writeIfChanged(path string, data []byte, mode os.FileMode) error {
 			return nil
 		}
 	}
-	return writeAtomic(path, data, mode)
+	return atomicfile.Write(path, data, mode)
 }

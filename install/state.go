@@ -1,6 +1,8 @@
 package install
 
 import (
+	"github.com/sidelane/sidelane/internal/atomicfile"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,5 +68,5 @@ func saveState(cfg Config, st *state) error {
 	if cur, err := os.ReadFile(statePath(cfg)); err == nil && string(cur) == string(b) {
 		return nil
 	}
-	return writeAtomic(statePath(cfg), b, 0o600)
+	return atomicfile.Write(statePath(cfg), b, 0o600)
 }

@@ -1,6 +1,8 @@
 package cniplugin
 
 import (
+	"github.com/sidelane/sidelane/internal/atomicfile"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -46,7 +48,7 @@ func stateFile(dir, containerID, ifName string) (string, error) {
 	return filepath.Join(dir, hex.EncodeToString(sum[:20])+stateSuffix), nil
 }
 
-// saveState writes s atomically (temporary file, fsync, rename).
+// saveState writes s atomically (package atomicfile).
 func saveState(dir string, s State) error {
 	path, err := stateFile(dir, s.ContainerID, s.IfName)
 	if err != nil {
@@ -59,23 +61,7 @@ func saveState(dir string, s State) error {
 	if err != nil {
 		return fmt.Errorf("state: encode: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state: write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("state: sync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("state: close %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil

@@ -1,6 +1,8 @@
 package ociimage
 
 import (
+	"github.com/sidelane/sidelane/internal/atomicfile"
+
 	"archive/tar"
 	"encoding/json"
 	"fmt"
@@ -150,23 +152,8 @@ func WriteArchiveFile(path string, ref name.Tag, img v1.Image) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("create archive: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := WriteArchive(tmp, ref, img); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename archive into place: %w", err)
+	if err := atomicfile.WriteFrom(path, 0o644, func(w io.Writer) error { return WriteArchive(w, ref, img) }); err != nil {
+		return fmt.Errorf("image archive: %w", err)
 	}
 	return nil
 }

@@ -7,6 +7,8 @@
 package record
 
 import (
+	"github.com/sidelane/sidelane/internal/atomicfile"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -366,23 +368,7 @@ func (s *Store) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode record: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), "."+FileName+".*")
-	if err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write record %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync record %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write record %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), s.path); err != nil {
+	if err := atomicfile.Write(s.path, data, 0o600); err != nil {
 		return fmt.Errorf("write record: %w", err)
 	}
 	return nil
