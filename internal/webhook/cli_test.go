@@ -1,13 +1,15 @@
-package main
+package webhook
 
 import (
+	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-func TestManual(t *testing.T) {
+func TestInjectCmd(t *testing.T) {
 	dir := t.TempDir()
 	in := filepath.Join(dir, "app.yaml")
 	out := filepath.Join(dir, "out.yaml")
@@ -20,7 +22,7 @@ func TestManual(t *testing.T) {
 	}
 	write(in, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, image: app:1}]\n")
 	write(tpl, "image: r.test/proxy:v9\n")
-	if err := manual([]string{"-f", in, "-o", out, "--template", tpl, "--native-sidecar=false"}); err != nil {
+	if err := injectCmd([]string{"-f", in, "-o", out, "--template", tpl, "--native-sidecar=false"}, nil, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(out)
@@ -40,7 +42,7 @@ func TestManual(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yaml")
 	write(bad, "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {redirect.sidelane.io/proxy-gid: x}}\nspec:\n  containers: [{name: app, image: app:1}]\n")
 	out2 := filepath.Join(dir, "out2.yaml")
-	if err := manual([]string{"-f", bad, "-o", out2}); err == nil || !strings.Contains(err.Error(), "redirect.sidelane.io/proxy-gid") {
+	if err := injectCmd([]string{"-f", bad, "-o", out2}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "redirect.sidelane.io/proxy-gid") {
 		t.Errorf("error %v", err)
 	}
 	if _, err := os.Stat(out2); !os.IsNotExist(err) {
@@ -48,14 +50,41 @@ func TestManual(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".sidelane-inject-") {
+		if strings.HasSuffix(e.Name(), ".tmp") {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
 	}
 	for _, args := range [][]string{{}, {"-f", in, "--native-sidecar=maybe"}, {"-f", filepath.Join(dir, "missing.yaml")}} {
-		if err := manual(args); err == nil {
-			t.Errorf("manual(%q) accepted", args)
+		if err := injectCmd(args, nil, io.Discard, io.Discard); err == nil {
+			t.Errorf("injectCmd(%q) accepted", args)
 		}
+	}
+}
+
+func TestMainExitCodes(t *testing.T) {
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, image: app:1}]\n"
+	tests := []struct {
+		name     string
+		args     []string
+		stdin    string
+		code     int
+		out, err string
+	}{
+		{"inject from stdin", []string{"inject", "-f", "-"}, pod, 0, "name: sidelane-proxy", ""},
+		{"inject without -f", []string{"inject"}, "", 1, "", "sidelane-injector inject: -f is required"},
+		{"help", []string{"inject", "-h"}, "", 0, "", "-native-sidecar"},
+		{"serve with a bad log level", []string{"serve", "--log-level", "loud"}, "", 1, "", "--log-level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := Main(tt.args, strings.NewReader(tt.stdin), &out, &errb); code != tt.code {
+				t.Errorf("exit code %d, want %d (stderr %s)", code, tt.code, errb.String())
+			}
+			if !strings.Contains(out.String(), tt.out) || !strings.Contains(errb.String(), tt.err) {
+				t.Errorf("stdout %q / stderr %q, want %q / %q", out.String(), errb.String(), tt.out, tt.err)
+			}
+		})
 	}
 }
 
