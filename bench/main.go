@@ -23,12 +23,6 @@ import (
 	"github.com/sidelane/sidelane/internal/benchreport"
 )
 
-type area struct {
-	name   string
-	budget time.Duration
-	run    func(context.Context, benchreport.Config) ([]benchreport.Row, error)
-}
-
 func main() {
 	if dir := os.Getenv(agentbench.ChildEnv); dir != "" { // the agent under test, see agentbench
 		if err := agentbench.Child(dir); err != nil {
@@ -44,17 +38,19 @@ func main() {
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
 	flag.Parse()
 
-	areas := []area{
-		{"rules", 90 * time.Second, rulesbench.Run},
-		{"cni", 90 * time.Second, cnibench.Run},
-		{"proxy", 240 * time.Second, proxybench.Run},
-		{"injector", 45 * time.Second, injectorbench.Run},
-		{"agent", 45 * time.Second, agentbench.Run},
+	areas := []benchreport.Area{
+		{Name: "rules", Budget: 90 * time.Second, Run: rulesbench.Run},
+		{Name: "cni", Budget: 90 * time.Second, Run: cnibench.Run},
+		{Name: "proxy", Budget: 240 * time.Second, Run: proxybench.Run},
+		{Name: "injector", Budget: 45 * time.Second, Run: injectorbench.Run},
+		{Name: "agent", Budget: 45 * time.Second, Run: agentbench.Run},
+	}
+	if *only != "" {
+		want := strings.Split(*only, ",")
+		areas = slices.DeleteFunc(areas, func(a benchreport.Area) bool { return !slices.Contains(want, a.Name) })
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	start := time.Now()
-	rep := benchreport.Report{Machine: benchreport.ReadMachine(start)}
 	work, err := os.MkdirTemp("", "sidelane-bench-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -62,31 +58,7 @@ func main() {
 	}
 	defer os.RemoveAll(work)
 	absBin, _ := filepath.Abs(*bin)
-	want := strings.Split(*only, ",")
-	for _, a := range areas {
-		if *only != "" && !slices.Contains(want, a.name) {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "== %s (budget %s)\n", a.name, a.budget)
-		cfg := benchreport.Config{BinDir: absBin, WorkDir: filepath.Join(work, a.name), Rounds: *rounds, Budget: a.budget, Quick: *quick}
-		if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", a.name, err))
-			continue
-		}
-		t0 := time.Now()
-		rows, err := a.run(ctx, cfg)
-		for i := range rows {
-			if rows[i].Area == "" {
-				rows[i].Area = a.name
-			}
-		}
-		rep.Rows = append(rep.Rows, rows...)
-		if err != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", a.name, err))
-		}
-		fmt.Fprintf(os.Stderr, "   %s: %d rows in %s\n", a.name, len(rows), time.Since(t0).Round(time.Second))
-	}
-	rep.Duration = time.Since(start)
+	rep := benchreport.RunAreas(ctx, areas, benchreport.Config{BinDir: absBin, WorkDir: work, Rounds: *rounds, Quick: *quick}, os.Stderr)
 	if err := rep.WriteTable(os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 	}
@@ -95,13 +67,7 @@ func main() {
 	} else {
 		fmt.Printf("results: %s\n", name)
 	}
-	var proxyRows []benchreport.Row
-	for _, r := range rep.Rows {
-		if r.Area == "proxy" {
-			proxyRows = append(proxyRows, r)
-		}
-	}
-	chart := benchreport.ChartFromRows("HTTP latency at 1000 rps, 16 connections (proxy benchmark)", proxyRows)
+	chart := benchreport.ChartFromRows("HTTP latency at 1000 rps, 16 connections (proxy benchmark)", rep.AreaRows("proxy"))
 	if len(chart.Series) > 0 {
 		png := filepath.Join(*out, "latency.png")
 		if err := chart.WritePNG(png); err != nil {

@@ -2,7 +2,10 @@ package benchreport
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -117,5 +120,32 @@ func TestPercentile(t *testing.T) {
 	}
 	if got := Percentile(nil, 50); got != 0 {
 		t.Errorf("Percentile(nil) = %g", got)
+	}
+}
+
+func TestRunAreas(t *testing.T) {
+	var progress bytes.Buffer
+	ok := func(_ context.Context, cfg Config) ([]Row, error) {
+		if fi, err := os.Stat(cfg.WorkDir); err != nil || !fi.IsDir() || cfg.Budget != time.Second || cfg.Rounds != 3 {
+			return nil, fmt.Errorf("config %+v", cfg)
+		}
+		return []Row{{Name: "a row"}, {Area: "other", Name: "b"}}, nil
+	}
+	failing := func(context.Context, Config) ([]Row, error) {
+		return []Row{{Name: "partial"}}, errors.New("boom")
+	}
+	rep := RunAreas(context.Background(), []Area{{"one", time.Second, ok}, {"two", time.Second, failing}},
+		Config{WorkDir: t.TempDir(), Rounds: 3}, &progress)
+	if len(rep.Rows) != 3 || rep.Rows[0].Area != "one" || rep.Rows[1].Area != "other" || rep.Rows[2].Area != "two" {
+		t.Errorf("rows %+v", rep.Rows)
+	}
+	if len(rep.Errors) != 1 || !strings.Contains(rep.Errors[0], "two: boom") {
+		t.Errorf("errors %q", rep.Errors)
+	}
+	if got := rep.AreaRows("one"); len(got) != 1 || got[0].Name != "a row" {
+		t.Errorf("AreaRows(one) = %+v", got)
+	}
+	if !strings.Contains(progress.String(), "== two (budget 1s)") {
+		t.Errorf("progress %q", progress.String())
 	}
 }
