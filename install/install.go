@@ -1,8 +1,6 @@
 package install
 
 import (
-	"github.com/sidelane/sidelane/internal/atomicfile"
-
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
+	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/conflist"
 	"github.com/sidelane/sidelane/internal/contract"
 )

@@ -1,8 +1,6 @@
 package install
 
 import (
-	"github.com/sidelane/sidelane/internal/atomicfile"
-
 	"bytes"
 	"context"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/sidelane/sidelane/internal/atomicfile"
 )
 
 // kubeconfigWriter writes the plugin's kubeconfig and keeps its token copy fresh.

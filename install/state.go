@@ -1,14 +1,14 @@
 package install
 
 import (
-	"github.com/sidelane/sidelane/internal/atomicfile"
-
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/sidelane/sidelane/internal/atomicfile"
 )
 
 // stateFile is the name of the install state in Config.StateDir. Never change it: a newer

@@ -1,8 +1,6 @@
 package cniplugin
 
 import (
-	"github.com/sidelane/sidelane/internal/atomicfile"
-
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/redirect"
 )
 

@@ -1,8 +1,6 @@
 package ociimage
 
 import (
-	"github.com/sidelane/sidelane/internal/atomicfile"
-
 	"archive/tar"
 	"encoding/json"
 	"fmt"
@@ -13,6 +11,8 @@ import (
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/sidelane/sidelane/internal/atomicfile"
 )
 
 // dockerManifestEntry is one entry of a Docker-style manifest.json (as `docker save` writes).

@@ -7,8 +7,6 @@
 package record
 
 import (
-	"github.com/sidelane/sidelane/internal/atomicfile"
-
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/redirect"
 )
 
