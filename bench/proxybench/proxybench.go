@@ -430,6 +430,13 @@ type wrkResult struct {
 	Requests  float64 `json:"requests"`
 	Errors    float64 `json:"errors"`
 	CPUmicros float64 `json:"cpuMicrosPerRequest,omitempty"` // proxies only
+	// For direct only: CPU time per request of wrk and of the application.
+	ClientMicros float64 `json:"clientCpuMicrosPerRequest,omitempty"`
+	AppMicros    float64 `json:"appCpuMicrosPerRequest,omitempty"`
+}
+
+func cpuTime(r unix.Rusage) time.Duration {
+	return time.Duration(r.Utime.Nano() + r.Stime.Nano())
 }
 
 var (
@@ -445,10 +452,15 @@ func (e *env) wrk(ctx context.Context, t string, d time.Duration, churn bool) (w
 	}
 	args = append(args, fmt.Sprintf("http://127.0.0.1:%d/", targetPort[t]))
 	before := e.cpuTicks(t)
-	out, err := run(ctx, "ip", args...)
+	var self0, self1 unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &self0)
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	o, err := cmd.CombinedOutput()
+	unix.Getrusage(unix.RUSAGE_SELF, &self1)
 	after := e.cpuTicks(t)
+	out := string(o)
 	if err != nil {
-		return wrkResult{}, err
+		return wrkResult{}, fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	var r wrkResult
 	m := reRPS.FindStringSubmatch(out)
@@ -466,6 +478,12 @@ func (e *env) wrk(ctx context.Context, t string, d time.Duration, churn bool) (w
 	}
 	if r.Requests > 0 && after > before {
 		r.CPUmicros = float64(after-before) * (1e6 / clkTck) / r.Requests
+	}
+	if t == tDirect && r.Requests > 0 {
+		// The direct path's own cost: the load generator (ip execs wrk in place) and the
+		// application, which is this process (nothing else of it runs meanwhile).
+		r.ClientMicros = float64(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()) / float64(time.Microsecond) / r.Requests
+		r.AppMicros = float64(cpuTime(self1)-cpuTime(self0)) / float64(time.Microsecond) / r.Requests
 	}
 	return r, nil
 }
@@ -676,6 +694,19 @@ func (r *results) rows() []benchreport.Row {
 		Target: "≤ 40 µs", Pass: benchreport.Pass(cm > 0 && cm <= 40),
 		Note: "utime+stime from /proc/<pid>/stat over the wrk run / requests; " + n,
 	})
+	// The ceiling the machine puts on the throughput ratio: with both cores busy, a request
+	// through a proxy costs the direct path's CPU time plus the proxy's.
+	direct := median(perRound(r.sat, tDirect, func(w wrkResult) float64 { return w.ClientMicros + w.AppMicros }))
+	if direct > 0 && cm > 0 {
+		hm := median(cpu(tHAProxy))
+		rows = append(rows, benchreport.Row{
+			Area: "proxy", Name: "throughput ceiling from CPU cost on this machine, share of direct", Unit: "x",
+			Ours: direct / (direct + cm), Peer: tHAProxy, PeerVal: direct / (direct + hm),
+			Note: fmt.Sprintf("direct path %.1f µs CPU per request (wrk %.1f + application %.1f); a proxy costing P µs per request leaves at most D/(D+P) of direct when the cores are the limit; ≥ 0.75 would need P ≤ %.1f µs; %s",
+				direct, median(perRound(r.sat, tDirect, func(w wrkResult) float64 { return w.ClientMicros })),
+				median(perRound(r.sat, tDirect, func(w wrkResult) float64 { return w.AppMicros })), direct/3, n),
+		})
+	}
 	rows = append(rows, benchreport.Row{
 		Area: "proxy", Name: "proxy resident memory after the run", Unit: "MB",
 		Ours: r.rss[tSidelane][0], Peer: tHAProxy, PeerVal: r.rss[tHAProxy][0],
