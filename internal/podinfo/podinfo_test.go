@@ -8,13 +8,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 func writeKubeconfig(t *testing.T, server string) string {
@@ -122,12 +121,89 @@ func TestKubeconfigErrors(t *testing.T) {
 	}
 }
 
-func TestFromPodPlainInitContainerIsNotASidecar(t *testing.T) {
-	always := corev1.ContainerRestartPolicyAlways
-	p := FromPod(&corev1.Pod{Spec: corev1.PodSpec{
-		InitContainers: []corev1.Container{{Name: "sidelane-proxy"}, {Name: "native", RestartPolicy: &always}},
-	}})
-	if !slices.Equal(p.NativeSidecars, []string{"native"}) || len(p.Containers) != 0 {
-		t.Errorf("FromPod = %+v", p)
+func TestDecodePod(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     Pod
+	}{
+		{name: "plain init container is no sidecar",
+			in:   `{"spec":{"initContainers":[{"name":"sidelane-proxy"},{"name":"native","restartPolicy":"Always"}]}}`,
+			want: Pod{NativeSidecars: []string{"native"}}},
+		{name: "fields not read are skipped",
+			in:   `{"metadata":{"name":"a","namespace":"b","uid":"u","managedFields":[{"x":1}]},"spec":{"containers":[{"name":"c","image":"i","ports":[{"containerPort":80}]}],"volumes":[{}]},"status":{"phase":"Pending","podIPs":[{"ip":"10.0.0.1"}]}}`,
+			want: Pod{Name: "a", Namespace: "b", UID: "u", Containers: []string{"c"}, PodIPs: []string{"10.0.0.1"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodePod([]byte(tc.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("decodePod = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestGetFailures: each answer gives its error, retried only when it may pass.
+func TestGetFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pod      string // the name asked for
+		status   int
+		body     string
+		wantErr  string
+		wantCall int32
+	}{
+		{name: "forbidden", pod: "web", status: 403, body: `{"kind":"Status","reason":"Forbidden","message":"pods \"web\" is forbidden"}`,
+			wantErr: "not allowed (check the plugin's kubeconfig and RBAC): HTTP 403 Forbidden (Forbidden): pods \"web\" is forbidden", wantCall: 1},
+		{name: "unauthorized", pod: "web", status: 401, body: `Unauthorized`, wantErr: "not allowed", wantCall: 1},
+		{name: "too many requests", pod: "web", status: 429, body: `{"kind":"Status","reason":"TooManyRequests"}`,
+			wantErr: "unreachable after 3 attempts: HTTP 429 Too Many Requests (TooManyRequests)", wantCall: 3},
+		{name: "server error", pod: "web", status: 500, body: `boom`, wantErr: "HTTP 500 Internal Server Error: boom", wantCall: 3},
+		{name: "garbage pod", pod: "web", status: 200, body: `{"metadata":`, wantErr: "decode the pod", wantCall: 1},
+		{name: "path in the name", pod: "../../secrets", wantErr: `"../../secrets" is not a namespace or pod name`, wantCall: 0},
+		{name: "empty name", pod: "", wantErr: `"" is not a namespace or pod name`, wantCall: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				w.WriteHeader(tc.status)
+				fmt.Fprint(w, tc.body)
+			}))
+			defer srv.Close()
+			c, err := NewClient(writeKubeconfig(t, srv.URL), Options{Backoff: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Get(context.Background(), "app", tc.pod)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.wantErr)
+			}
+			if calls.Load() != tc.wantCall {
+				t.Errorf("%d calls, want %d", calls.Load(), tc.wantCall)
+			}
+		})
+	}
+}
+
+// TestGetServerPathPrefix: a kubeconfig server URL with a path (an API server behind a proxy)
+// keeps its prefix.
+func TestGetServerPathPrefix(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/k8s/api/v1/namespaces/app/pods/web" || r.Header.Get("Accept") != "application/json" {
+			http.Error(w, "wrong request "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		fmt.Fprint(w, podJSON)
+	}))
+	defer srv.Close()
+	c, err := NewClient(writeKubeconfig(t, srv.URL+"/k8s"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.Get(context.Background(), "app", "web"); err != nil || p.UID != "u-1" {
+		t.Errorf("Get = %+v, %v", p, err)
 	}
 }
