@@ -19,11 +19,11 @@ func TestRunQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 4 {
-		t.Fatalf("%d rows, want 4: %+v", len(rows), rows)
+	if len(rows) != 5 {
+		t.Fatalf("%d rows, want 5: %+v", len(rows), rows)
 	}
 	for _, r := range rows {
-		if r.Area != "cni" || r.Ours <= 0 || r.Unit != "ms" {
+		if r.Area != "cni" || r.Ours <= 0 || r.Unit != "ms" || (r.Peer != "" && r.PeerVal <= 0) {
 			t.Errorf("row %+v", r)
 		}
 		t.Logf("%s: %.2f %s (%s) %s", r.Name, r.Ours, r.Unit, r.Target, r.Note)

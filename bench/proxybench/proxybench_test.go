@@ -21,8 +21,15 @@ func TestRunQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	latencyRows := 0
+	latencyRows, ceilings := 0, 0
 	for _, r := range rows {
+		if strings.HasPrefix(r.Name, "throughput ceiling") {
+			// Measured from the direct path's CPU time: a share of direct, for us and haproxy.
+			ceilings++
+			if r.Ours <= 0 || r.Ours >= 1 || r.PeerVal <= 0 || r.PeerVal >= 1 {
+				t.Errorf("ceiling row %+v", r)
+			}
+		}
 		t.Logf("%-70s ours %9.3f %-5s peer %s %9.3f ratio %.2f target %q", r.Name, r.Ours, r.Unit, r.Peer, r.PeerVal, r.Ratio, r.Target)
 		if r.Area != "proxy" || r.Unit == "" {
 			t.Errorf("bad row %+v", r)
@@ -38,6 +45,9 @@ func TestRunQuick(t *testing.T) {
 		} else if !strings.HasPrefix(r.Name, "added") && r.Ours <= 0 {
 			t.Errorf("row without a figure: %+v", r)
 		}
+	}
+	if ceilings != 1 {
+		t.Errorf("%d throughput ceiling rows, want 1", ceilings)
 	}
 	if latencyRows != len(targets) {
 		t.Errorf("%d latency rows, want %d", latencyRows, len(targets))
