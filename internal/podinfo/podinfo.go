@@ -81,7 +81,8 @@ func NewClient(kubeconfig string, o Options) (*Client, error) {
 		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
 	cfg.UserAgent = "sidelane-cni"
-	base, err := serverURL(cfg.Host)
+	// The same base URL (scheme default, path prefix) as client-go's REST clients use.
+	base, _, err := rest.DefaultServerUrlFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
@@ -92,29 +93,13 @@ func NewClient(kubeconfig string, o Options) (*Client, error) {
 	return &Client{http: hc, base: base, host: cfg.Host, opts: o}, nil
 }
 
-// serverURL parses a kubeconfig server ("https://host:port[/prefix]", or a bare host, which
-// means HTTPS).
-func serverURL(host string) (*url.URL, error) {
-	if host == "" {
-		return nil, errors.New("no API server address")
-	}
-	if !strings.Contains(host, "://") {
-		host = "https://" + host
-	}
-	u, err := url.Parse(host)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("API server address %q: not an http(s) URL", host)
-	}
-	return u, nil
-}
-
 // Get returns the pod namespace/name, retrying errors that can pass.
 func (c *Client) Get(ctx context.Context, namespace, name string) (Pod, error) {
 	backoff := c.opts.Backoff
 	var err error
 	for attempt := 1; ; attempt++ {
-		var pod Pod
 		actx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+		var pod Pod
 		pod, err = c.get(actx, namespace, name)
 		cancel()
 		if err == nil {
@@ -150,7 +135,7 @@ const maxPodBytes = 4 << 20
 func (c *Client) get(ctx context.Context, namespace, name string) (Pod, error) {
 	for _, seg := range []string{namespace, name} {
 		if seg == "" || seg == "." || seg == ".." || strings.Contains(seg, "/") {
-			return Pod{}, &decodeError{fmt.Errorf("%q is not a namespace or pod name", seg)}
+			return Pod{}, &permanentError{fmt.Errorf("%q is not a namespace or pod name", seg)}
 		}
 	}
 	u := *c.base
@@ -218,19 +203,19 @@ func retryable(err error) bool {
 	if errors.As(err, &se) {
 		return se.code == http.StatusTooManyRequests || se.code >= 500
 	}
-	var de *decodeError
+	var de *permanentError
 	if errors.As(err, &de) {
 		return false
 	}
 	return true // transport errors: refused, reset, timeouts
 }
 
-// decodeError is a request or answer no retry can mend: a name that cannot be a pod's, or a
+// permanentError is a request or answer no retry can mend: a name that cannot be a pod's, or a
 // pod object that is not valid JSON.
-type decodeError struct{ err error }
+type permanentError struct{ err error }
 
-func (e *decodeError) Error() string { return e.err.Error() }
-func (e *decodeError) Unwrap() error { return e.err }
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
 
 // podObject is the part of a v1 Pod the plugin reads; the rest of the object is skipped
 // while decoding (the plugin starts for every pod: the full API types cost start-up time).
@@ -262,7 +247,7 @@ type container struct {
 func decodePod(b []byte) (Pod, error) {
 	var p podObject
 	if err := json.Unmarshal(b, &p); err != nil {
-		return Pod{}, &decodeError{fmt.Errorf("decode the pod: %w", err)}
+		return Pod{}, &permanentError{fmt.Errorf("decode the pod: %w", err)}
 	}
 	out := Pod{
 		Namespace:   p.Metadata.Namespace,
