@@ -624,7 +624,7 @@ func TestClassify(t *testing.T) {
 		// Not HTTP/1.x.
 		{"PRI * HTTP/2.0\r\n", false, notHTTP1},
 		{"\x16\x03\x01", false, notHTTP1},
-		{"get key\r\n", false, notHTTP1},   // memcached
+		{"get key\r\n", false, notHTTP1},     // memcached
 		{"set k 0 0 5\r\n", false, notHTTP1}, // memcached
 		{"*1\r\n$4\r\nPING\r\n", false, notHTTP1},
 		{"PING\r\n", false, notHTTP1},

@@ -54,24 +54,24 @@ func refuse(rule, format string, args ...any) error {
 
 // The rules a message can break (ParseError.Rule).
 const (
-	RuleBareCR           = "bare-cr"              // a CR not followed by LF (RFC 9112 2.2)
-	RuleRequestLine      = "request-line"         // not method SP request-target SP HTTP-version
-	RuleMethod           = "method"               // method is not a token
-	RuleTarget           = "request-target"       // request-target of no form of RFC 9112 3.2
-	RuleVersion          = "version"              // not HTTP/1.0 or HTTP/1.1 (505 for other HTTP versions)
-	RuleStatusLine       = "status-line"          // not HTTP-version SP 3DIGIT [SP reason-phrase]
-	RuleObsFold          = "obs-fold"             // a header line starting with whitespace (RFC 9112 5.2)
-	RuleFieldName        = "field-name"           // no colon, empty name, or a name that is not a token (also whitespace before the colon)
-	RuleFieldValue       = "field-value"          // a control character (NUL, CR, ...) in a field value
-	RuleHost             = "host"                 // HTTP/1.1 without Host, several Host lines, or an invalid Host
-	RuleContentLength    = "content-length"       // a Content-Length that is not 1*DIGIT, or several different ones
+	RuleBareCR           = "bare-cr"        // a CR not followed by LF (RFC 9112 2.2)
+	RuleRequestLine      = "request-line"   // not method SP request-target SP HTTP-version
+	RuleMethod           = "method"         // method is not a token
+	RuleTarget           = "request-target" // request-target of no form of RFC 9112 3.2
+	RuleVersion          = "version"        // not HTTP/1.0 or HTTP/1.1 (505 for other HTTP versions)
+	RuleStatusLine       = "status-line"    // not HTTP-version SP 3DIGIT [SP reason-phrase]
+	RuleObsFold          = "obs-fold"       // a header line starting with whitespace (RFC 9112 5.2)
+	RuleFieldName        = "field-name"     // no colon, empty name, or a name that is not a token (also whitespace before the colon)
+	RuleFieldValue       = "field-value"    // a control character (NUL, CR, ...) in a field value
+	RuleHost             = "host"           // HTTP/1.1 without Host, several Host lines, or an invalid Host
+	RuleContentLength    = "content-length" // a Content-Length that is not 1*DIGIT, or several different ones
 	RuleLengthAndChunked = "content-length+transfer-encoding"
-	RuleTransferEncoding = "transfer-encoding"    // a request transfer coding other than chunked (501)
+	RuleTransferEncoding = "transfer-encoding" // a request transfer coding other than chunked (501)
 	RuleTEInHTTP10       = "transfer-encoding-in-http/1.0"
-	RuleConnection       = "connection"           // Connection names a framing field
-	RuleExpect           = "expect"               // an expectation other than 100-continue (417)
-	RuleChunk            = "chunked-framing"      // see body.go
-	RuleTrailer          = "trailer"              // a malformed or forbidden trailer field
+	RuleConnection       = "connection"      // Connection names a framing field
+	RuleExpect           = "expect"          // an expectation other than 100-continue (417)
+	RuleChunk            = "chunked-framing" // see body.go
+	RuleTrailer          = "trailer"         // a malformed or forbidden trailer field
 )
 
 // Header is one header field; Name and Value are slices into the head's buffer.
