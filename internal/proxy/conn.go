@@ -22,7 +22,7 @@ import (
 type timedConn struct {
 	c                   *net.TCPConn
 	readIdle, writeIdle time.Duration
-	nread               int64
+	nread, nwritten     int64
 }
 
 func (t *timedConn) Read(p []byte) (int, error) {
@@ -38,7 +38,9 @@ func (t *timedConn) Write(p []byte) (int, error) {
 	if t.writeIdle > 0 {
 		t.c.SetWriteDeadline(time.Now().Add(t.writeIdle))
 	}
-	return t.c.Write(p)
+	n, err := t.c.Write(p)
+	t.nwritten += int64(n)
+	return n, err
 }
 
 // clientConn is one accepted connection on a capture port.
@@ -560,6 +562,7 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 	upKeep = !resp.Close && !framingLost && resp.Framing != httpcodec.UntilClose &&
 		!(resp.Framing == httpcodec.NoBody && resp.DeclaresBody)
 	mode := httpcodec.ResponseMode{Close: !keep, KeepAlive10: keep && req.Minor == 0, Dechunk: dechunk}
+	written := cc.tc.nwritten
 	if err := httpcodec.WriteResponseHead(cc.bw, resp, mode); err != nil {
 		upKeep = false
 		return false
@@ -576,10 +579,17 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 		err = cc.bw.Flush()
 	}
 	if err != nil {
-		// The head is gone to the client: all that is left is to end the connection, which
-		// the client sees as a cut-off body.
-		e.err = err.Error()
 		upKeep = false
+		var we *httpcodec.WriteError
+		if cc.tc.nwritten == written && !errors.As(err, &we) {
+			// The app's body failed before any byte of the response left the proxy: the
+			// client gets a clean 502 instead of a head with a cut-off body.
+			s.upstreamError(cc, &e, err)
+			return false
+		}
+		// Part of the response is gone to the client: all that is left is to end the
+		// connection, which the client sees as a cut-off body.
+		e.err = err.Error()
 		return false
 	}
 	if upKeep && up.br.Buffered() > 0 {
