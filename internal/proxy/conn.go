@@ -241,11 +241,9 @@ func (s *Server) detectHTTP(cc *clientConn) bool {
 	cc.c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
 	defer cc.c.SetReadDeadline(time.Time{})
 	for {
-		n := cc.br.Buffered()
-		p, err := cc.br.Peek(n + 1)
-		if len(p) < n {
-			p, _ = cc.br.Peek(n)
-		}
+		// Wait for one byte more than is buffered, then look at all that is.
+		_, err := cc.br.Peek(cc.br.Buffered() + 1)
+		p, _ := cc.br.Peek(cc.br.Buffered())
 		switch classify(p, err != nil) {
 		case isHTTP1:
 			return true
@@ -484,6 +482,9 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 	}
 	upKeep := true
 	defer func() {
+		if up == nil {
+			return // already given back
+		}
 		cc.setUpstream(nil)
 		if upKeep {
 			s.pool.put(up)
@@ -576,7 +577,23 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 	}
 	e.respBytes = n
 	if err == nil {
-		err = cc.bw.Flush()
+		if upKeep && up.br.Buffered() > 0 {
+			// Bytes after the end of the response: whatever they are, they answer no request.
+			s.m.discardedBy[cc.dir][discardLeftover].Inc()
+			upKeep = false
+		}
+		// The response is read whole: the upstream connection is free before the client
+		// has the last bytes, so the client's next request can have it.
+		cc.setUpstream(nil)
+		if upKeep {
+			s.pool.put(up)
+		} else {
+			up.close()
+		}
+		up = nil
+		if ferr := cc.bw.Flush(); ferr != nil {
+			err = &httpcodec.WriteError{Err: ferr}
+		}
 	}
 	if err != nil {
 		upKeep = false
@@ -591,11 +608,6 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 		// connection, which the client sees as a cut-off body.
 		e.err = err.Error()
 		return false
-	}
-	if upKeep && up.br.Buffered() > 0 {
-		// Bytes after the end of the response: whatever they are, they answer no request.
-		s.m.discardedBy[cc.dir][discardLeftover].Inc()
-		upKeep = false
 	}
 	return keep
 }
@@ -677,9 +689,12 @@ func relay(a *net.TCPConn, ar *bufio.Reader, b *net.TCPConn, br *bufio.Reader, i
 	b.Close()
 }
 
-// copyHalf copies src to dst until src ends or fails, then half-closes dst. The copy runs in
-// periods of idle/2 (deadlines on both sockets); at the end of a period in which the relay as
-// a whole has been quiet for idle, both sockets are closed.
+// copyHalf copies src to dst until src ends or fails, then half-closes dst. Reads run in
+// periods of idle/2; at the end of a period in which the relay as a whole has been quiet for
+// idle, both sockets are closed. A write may take up to idle beyond its period: a write
+// deadline that fell between a read and its write would drop the bytes read (the kernel pipe
+// under splice), so a write that times out means the receiver took nothing for idle and ends
+// the relay.
 func copyHalf(dst, src *net.TCPConn, buffered *bufio.Reader, idle time.Duration, last *atomic.Int64) {
 	defer dst.CloseWrite()
 	if buffered != nil {
@@ -696,9 +711,10 @@ func copyHalf(dst, src *net.TCPConn, buffered *bufio.Reader, idle time.Duration,
 	}
 	period := idle / 2
 	for {
-		deadline := time.Now().Add(period)
-		src.SetReadDeadline(deadline)
-		dst.SetWriteDeadline(deadline)
+		now := time.Now()
+		src.SetReadDeadline(now.Add(period))
+		writeDeadline := now.Add(period + idle)
+		dst.SetWriteDeadline(writeDeadline)
 		n, err := io.Copy(dst, src)
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
@@ -711,7 +727,7 @@ func copyHalf(dst, src *net.TCPConn, buffered *bufio.Reader, idle time.Duration,
 			src.CloseRead()
 			return
 		}
-		if time.Since(time.Unix(0, last.Load())) >= idle {
+		if !time.Now().Before(writeDeadline) || time.Since(time.Unix(0, last.Load())) >= idle {
 			src.Close()
 			dst.Close()
 			return
