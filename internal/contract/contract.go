@@ -38,6 +38,14 @@ const (
 	AnnotationOutboundCapturePort  = "redirect.sidelane.io/outbound-capture-port"
 )
 
+// AnnotationProxyConcurrency sets the injected proxy's concurrency (threads running Go code,
+// sidelane-proxy -concurrency) for one pod: an integer from 1 to MaxProxyConcurrency. A CPU
+// limit on the proxy container still wins.
+const AnnotationProxyConcurrency = "proxy.sidelane.io/concurrency"
+
+// MaxProxyConcurrency bounds AnnotationProxyConcurrency.
+const MaxProxyConcurrency = 64
+
 // RedirectAnnotations lists every redirect annotation key in a stable order.
 var RedirectAnnotations = []string{
 	AnnotationInboundPorts,

@@ -269,11 +269,13 @@ func (r *Request) Parse(raw []byte) error {
 			if !validHost(h.Value) {
 				return refuse(RuleHost, "Host %q", clip(h.Value))
 			}
-		case equalFold(h.Name, "expect") && r.Minor == 1:
+		case equalFold(h.Name, "expect") && len(h.Value) > 0:
+			// An empty list is no expectation (RFC 9110 5.6.1: empty elements are accepted).
 			if !equalFold(h.Value, "100-continue") {
 				return &ParseError{Status: 417, Rule: RuleExpect, Detail: fmt.Sprintf("Expect %q", clip(h.Value))}
 			}
-			r.ExpectContinue = true
+			// RFC 9110 10.1.1: 100-continue in an HTTP/1.0 request is ignored.
+			r.ExpectContinue = r.Minor == 1
 		}
 	}
 	if r.Minor == 1 && !hostSeen {
