@@ -159,7 +159,18 @@ func ours(data []byte) (*Request, []byte, error) {
 }
 
 func checkDifferential(t *testing.T, data []byte) {
-	req, payload, err := ours(data)
+	var (
+		req     *Request
+		payload []byte
+		err     error
+	)
+	done := make(chan struct{})
+	go func() { req, payload, err = ours(data); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the codec did not finish with %q", data)
+	}
 	// RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line;
 	// net/http does not, so it is shown the request without them.
 	std := serveStdlib(t, bytes.TrimLeft(data, "\r\n"))
