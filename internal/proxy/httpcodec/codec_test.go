@@ -311,12 +311,23 @@ func FuzzParse(f *testing.F) {
 				t.Fatal(err)
 			}
 			bw.Flush()
+			// Normal form: every line ends in CRLF, no hop-by-hop field is left.
+			for i, c := range out.Bytes() {
+				if c == '\n' && (i == 0 || out.Bytes()[i-1] != '\r') {
+					t.Fatalf("rewritten head %q has a bare LF", out.Bytes())
+				}
+			}
 			var again Request
 			if err := again.Parse(out.Bytes()); err != nil {
 				t.Fatalf("rewritten head %q does not parse: %v", out.Bytes(), err)
 			}
 			if !bytes.Equal(again.Method, req.Method) || !bytes.Equal(again.Target, req.Target) || again.Framing != req.Framing {
 				t.Fatalf("rewrite changed the request: %q", out.Bytes())
+			}
+			for _, h := range again.Headers {
+				if h.hop && !(req.Upgrade || req.KeepAlive) {
+					t.Fatalf("rewritten head %q still has hop-by-hop field %q", out.Bytes(), h.Name)
+				}
 			}
 			CopyBody(bufio.NewWriter(io.Discard), br, req.Framing, req.ContentLength, make([]byte, 16))
 		}
