@@ -17,17 +17,30 @@ import (
 
 // timedConn is a TCP connection whose every read and write waits at most readIdle /
 // writeIdle (zero: whatever deadline the caller set stands), and which counts the bytes it
-// has read. The proxy's buffered readers and writers sit on it, so that no read or write of a
-// request or response can wait forever on a silent peer.
+// has moved. The proxy's buffered readers and writers sit on it, so that no read or write of a
+// request or response can wait forever on a silent peer. A deadline is moved only when it
+// would otherwise come more than a quarter of the idle time early (or must come sooner): on a
+// busy connection most reads and writes set none, so a wait ends after between 3/4 of the
+// idle time and all of it.
 type timedConn struct {
 	c                   *net.TCPConn
 	readIdle, writeIdle time.Duration
+	rd, wd              time.Time // the deadlines in force
 	nread, nwritten     int64
+}
+
+// setReadDeadline sets the read deadline of the connection and remembers it: every read
+// deadline of a connection read through a timedConn is set here.
+func (t *timedConn) setReadDeadline(d time.Time) {
+	t.rd = d
+	t.c.SetReadDeadline(d)
 }
 
 func (t *timedConn) Read(p []byte) (int, error) {
 	if t.readIdle > 0 {
-		t.c.SetReadDeadline(time.Now().Add(t.readIdle))
+		if want := time.Now().Add(t.readIdle); want.Before(t.rd) || want.Sub(t.rd) > t.readIdle/4 {
+			t.setReadDeadline(want)
+		}
 	}
 	n, err := t.c.Read(p)
 	t.nread += int64(n)
@@ -36,7 +49,10 @@ func (t *timedConn) Read(p []byte) (int, error) {
 
 func (t *timedConn) Write(p []byte) (int, error) {
 	if t.writeIdle > 0 {
-		t.c.SetWriteDeadline(time.Now().Add(t.writeIdle))
+		if want := time.Now().Add(t.writeIdle); want.Before(t.wd) || want.Sub(t.wd) > t.writeIdle/4 {
+			t.wd = want
+			t.c.SetWriteDeadline(want)
+		}
 	}
 	n, err := t.c.Write(p)
 	t.nwritten += int64(n)
@@ -238,8 +254,8 @@ func indexLF(p []byte) int {
 // sends nothing (a server-first protocol: MySQL, SMTP) or bytes that are clearly no HTTP/1.x is
 // relayed as raw TCP.
 func (s *Server) detectHTTP(cc *clientConn) bool {
-	cc.c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
-	defer cc.c.SetReadDeadline(time.Time{})
+	cc.tc.setReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
+	defer cc.tc.setReadDeadline(time.Time{})
 	for {
 		// Wait for one byte more than is buffered, then look at all that is.
 		_, err := cc.br.Peek(cc.br.Buffered() + 1)
@@ -296,7 +312,6 @@ func isTimeout(err error) bool {
 
 // serveHTTP proxies requests on one client connection until it closes.
 func (s *Server) serveHTTP(cc *clientConn) {
-	c := cc.c
 	first := true
 	var copyBuf *[]byte
 	defer func() {
@@ -319,14 +334,14 @@ func (s *Server) serveHTTP(cc *clientConn) {
 			if s.draining.Load() {
 				d = min(d, drainIdleGrace)
 			}
-			c.SetReadDeadline(time.Now().Add(d))
+			cc.tc.setReadDeadline(time.Now().Add(d))
 			_, err := cc.br.Peek(1)
 			cc.idle.Store(false)
 			if err != nil {
 				return
 			}
 		}
-		c.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+		cc.tc.setReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 		var err error
 		cc.reqHead, err = httpcodec.ReadRequest(cc.br, &cc.req, cc.reqHead, s.cfg.MaxHeaderBytes)
 		if err != nil {
@@ -608,6 +623,11 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 		// connection, which the client sees as a cut-off body.
 		e.err = err.Error()
 		return false
+	}
+	if framingLost {
+		// The client may be sending the body nobody asked for: read it away before the
+		// close, so that the answer is not destroyed by a reset.
+		lingerClose(cc.c)
 	}
 	return keep
 }

@@ -119,7 +119,7 @@ func (p *pool) get(key poolKey) *upConn {
 func (p *pool) put(u *upConn) {
 	// No deadline while idle: clean() must be able to look at the socket however long
 	// the connection waited.
-	u.c.SetReadDeadline(time.Time{})
+	u.tc.setReadDeadline(time.Time{})
 	u.idleAt = time.Now()
 	u.reused = true
 	p.mu.Lock()
