@@ -168,6 +168,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 	pw := podwatch.NewWatcher()
 	pw.Client, pw.Node, pw.Excluded, pw.Store, pw.Interval = client, cfg.Node, cfg.Excluded, store, cfg.RepairInterval
 	pw.Log = log.With("component", "podwatch")
+	pw.OnMiss = func(reason string) { m.CacheMisses.WithLabelValues(reason).Inc() }
 	pw.Check = func(ctx context.Context, p record.PodInfo) (time.Duration, error) {
 		res, err := rep.Check(ctx, p)
 		return res.RetryAfter, err
@@ -189,6 +190,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 				pw.Enqueue(r.Namespace, r.Name)
 			}
 		},
+		Decider: pw.Decide,
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -209,7 +211,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 	if err != nil {
 		return err
 	}
-	start("unix API", func(ctx context.Context) error { return server.Serve(ctx, ul, srv.UnixHandler()) })
+	start("unix API", func(ctx context.Context) error { return srv.ServeUnix(ctx, ul, srv.UnixHandler()) })
 	if len(tcp) > 0 {
 		h := srv.TCPHandler(auth.New(client, cfg.AuthCacheTTL))
 		for _, tl := range tcp {

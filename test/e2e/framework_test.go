@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/agentapi/unixhttp"
 	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/testenv"
 )
@@ -403,7 +404,7 @@ func captured(netns string) bool {
 // agentPods asks the node agent for its records, over its unix socket on the host.
 func agentPods(t *testing.T) (agentapi.PodList, error) {
 	t.Helper()
-	c := agentapi.UnixClient(contract.DefaultAgentSocket, 10*time.Second)
+	c := unixhttp.Client(contract.DefaultAgentSocket, 10*time.Second)
 	resp, err := c.Get("http://sidelane-agent" + agentapi.PathPods)
 	if err != nil {
 		return agentapi.PodList{}, fmt.Errorf("GET %s on %s: %w", agentapi.PathPods, contract.DefaultAgentSocket, err)
