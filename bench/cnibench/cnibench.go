@@ -147,7 +147,7 @@ func (b *bench) sequential(round int, tag, backend string, plugin bool, n int) (
 	}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("%s-%d-%d", tag, round, i)
-		b.host.API.Put(cnitest.Injected("bench", name, nil))
+		b.host.Agent.Put(cnitest.Injected("bench", name, nil))
 		p, err := cnitest.NewPodNS("bench", name)
 		if err != nil {
 			return nil, nil, nil, err
@@ -210,7 +210,7 @@ func (b *bench) concurrent(round int, plugin bool) (float64, error) {
 	}()
 	for i := range pods {
 		name := fmt.Sprintf("burst-%d-%t-%d", round, plugin, i)
-		b.host.API.Put(cnitest.Injected("bench", name, nil))
+		b.host.Agent.Put(cnitest.Injected("bench", name, nil))
 		if pods[i], err = cnitest.NewPodNS("bench", name); err != nil {
 			return 0, err
 		}

@@ -131,7 +131,7 @@ func TestRun(t *testing.T) {
 
 	cfg, err := RunFlags([]string{"--node-name=n1", "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--plugin-binary", src,
 		"--install-state-dir", filepath.Join(dir, "istate"), "--state-dir", filepath.Join(dir, "state"), "--socket", sock,
-		"--listen=127.0.0.1:0", "--plugin-service-account=", "--log-level=error", "--delete-after=0s"}, io.Discard)
+		"--listen=127.0.0.1:0", "--log-level=error", "--delete-after=0s"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,18 +294,6 @@ func TestExitMode(t *testing.T) {
 				t.Errorf("mode %v (%s), want %v (%s)", mode, why, tc.want, tc.why)
 			}
 		})
-	}
-}
-
-func TestMintToken(t *testing.T) {
-	for _, bad := range []string{"", "x", "/x", "x/", "a/b/c"} {
-		if _, err := MintToken(fake.NewClientset(), bad, time.Hour); err == nil {
-			t.Errorf("service account %q accepted", bad)
-		}
-	}
-	mint, err := MintToken(fake.NewClientset(), "sidelane-system/sidelane-cni", time.Hour)
-	if err != nil || mint == nil {
-		t.Fatal(err)
 	}
 }
 

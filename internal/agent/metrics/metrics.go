@@ -14,8 +14,8 @@ import (
 
 // InstallStats is what the metrics read from the install watcher.
 type InstallStats struct {
-	Writes, Overwrites, Fights, Errors, TokenRefreshes uint64
-	Fighting                                           bool
+	Writes, Overwrites, Fights, Errors uint64
+	Fighting                           bool
 }
 
 // Metrics are the agent's collectors on their own registry.
@@ -82,8 +82,6 @@ func New(pods func() map[string]int, install func() InstallStats) *Metrics {
 			func(s InstallStats) float64 { return float64(s.Fights) })
 		counter("sidelane_agent_install_errors_total", "Failed install reconciles.",
 			func(s InstallStats) float64 { return float64(s.Errors) })
-		counter("sidelane_agent_token_refreshes_total", "Plugin kubeconfig token refreshes.",
-			func(s InstallStats) float64 { return float64(s.TokenRefreshes) })
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sidelane_agent_install_fighting", Help: "1 while another component keeps overwriting our entry."},
 			func() float64 {
 				if install().Fighting {
