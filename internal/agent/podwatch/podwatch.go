@@ -128,6 +128,15 @@ func (w *Watcher) Decide(ctx context.Context, req cnirpc.DecideRequest) (cnirpc.
 	return d, nil
 }
 
+// Cached reports whether the informer's cache holds namespace/name (a Decide for it is a hit).
+func (w *Watcher) Cached(namespace, name string) bool {
+	if !w.Synced() {
+		return false
+	}
+	_, err := w.lister.Pods(namespace).Get(name)
+	return err == nil
+}
+
 // Watcher runs the informer and the worker.
 type Watcher struct {
 	Client   kubernetes.Interface
