@@ -59,7 +59,7 @@ func Child(dir string) error {
 	cfg, err := agent.RunFlags([]string{"--node-name=" + node, "--cni-conf-dir", conf, "--cni-bin-dir", bin,
 		"--plugin-binary", filepath.Join(dir, "sidelane-cni"), "--install-state-dir", filepath.Join(dir, "istate"),
 		"--state-dir", filepath.Join(dir, "state"), "--socket", filepath.Join(dir, "agent.sock"), "--listen=off",
-		"--plugin-service-account=", "--repair-mode=off", "--on-exit=uninstall", "--log-level=error"}, io.Discard)
+		"--repair-mode=off", "--on-exit=uninstall", "--log-level=error"}, io.Discard)
 	if err != nil {
 		return fmt.Errorf("agent flags: %w", err)
 	}
