@@ -88,8 +88,9 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}
 	e.waitCABundle(t)
-	t.Logf("helm install: ready after %v", time.Since(t0).Round(100*time.Millisecond))
 	ns := e.namespace(t, "e2e-helm", true, true)
+	e.waitWebhookServes(t, ns)
+	t.Logf("helm install: ready after %v", time.Since(t0).Round(100*time.Millisecond))
 	before := []*corev1.Pod{e.createPod(t, serverPod(ns, "before-0", podOpts{})), e.createPod(t, serverPod(ns, "before-1", podOpts{}))}
 	for i, p := range before {
 		before[i] = e.waitCaptured(t, ns, p.Name)
@@ -115,7 +116,13 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		upgradeErr   error
 		upgradeEnded bool
 	)
-	for i := 0; !upgradeEnded; i++ {
+	// Until helm is done and no Sidelane pod is being replaced any more.
+	var helmTook time.Duration
+	for i := 0; !upgradeEnded || (upgradeErr == nil && e.rollingOut(t) != ""); i++ {
+		if time.Since(t1) > 6*time.Minute {
+			e.dump(t, systemNS)
+			t.Fatalf("the upgrade's rollout is not over after 6 min (%s)", e.rollingOut(t))
+		}
 		rolling := e.rollingOut(t)
 		name := fmt.Sprintf("during-%d", i)
 		_, err := e.kube.CoreV1().Pods(ns).Create(ctx(t), serverPod(ns, name, podOpts{}), metav1.CreateOptions{})
@@ -129,18 +136,23 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		}
 		// Pace the creations by the pod just created: wait until it has been scheduled and
 		// its sandbox set up (or a second passes), then create the next.
+		started := e.podStarted(ns, name, time.Second)
+		if upgradeEnded {
+			<-started
+			continue
+		}
 		select {
 		case upgradeErr = <-upgradeDone:
-			upgradeEnded = true
-		case <-e.podStarted(ns, name, time.Second):
+			upgradeEnded, helmTook = true, time.Since(t1)
+		case <-started:
 		}
 	}
 	if upgradeErr != nil {
 		e.dump(t, systemNS)
 		t.Fatalf("helm upgrade: %v\n%s", upgradeErr, upgradeOut.String())
 	}
-	t.Logf("helm upgrade: done after %v; %d pods created meanwhile, %d of them while a Sidelane pod was being replaced: %v",
-		time.Since(t1).Round(100*time.Millisecond), len(during), len(inRollout), inRollout)
+	t.Logf("helm upgrade: returned after %v, rollout over after %v; %d pods created meanwhile, %d of them while a Sidelane pod was being replaced: %v",
+		helmTook.Round(100*time.Millisecond), time.Since(t1).Round(100*time.Millisecond), len(during), len(inRollout), inRollout)
 	if len(refused) > 0 {
 		t.Errorf("pod creations refused during the upgrade: %v", refused)
 	}
@@ -303,6 +315,20 @@ func (e *env) waitCABundle(t *testing.T) {
 			}
 		}
 		return true, nil
+	})
+}
+
+// waitWebhookServes waits until the API server reaches the injector through its Service (a
+// new Service's address answers once kube-proxy has programmed it, a little after the injector
+// is ready): a server-side dry run of a pod in the labelled namespace ns comes back injected.
+func (e *env) waitWebhookServes(t *testing.T, ns string) {
+	t.Helper()
+	poll(t, 60*time.Second, "the API server reaches the injector", func() (bool, error) {
+		p, err := e.kube.CoreV1().Pods(ns).Create(ctx(t), serverPod(ns, "dry-run", podOpts{}), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			return false, err
+		}
+		return hasContainer(p, contract.ProxyContainerName), fmt.Errorf("dry-run pod not injected")
 	})
 }
 
