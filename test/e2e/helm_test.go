@@ -241,19 +241,21 @@ func proxyImage(p *corev1.Pod) string {
 	return ""
 }
 
-// rollingOut names the Sidelane workload whose pods are being replaced right now, or "".
+// rollingOut names the Sidelane workloads whose pods are being replaced right now ("agent",
+// "injector", "agent+injector"), or "".
 func (e *env) rollingOut(t *testing.T) string {
+	var rolling []string
 	ds, err := e.kube.AppsV1().DaemonSets(systemNS).Get(ctx(t), agentDS, metav1.GetOptions{})
 	if err == nil && (ds.Status.ObservedGeneration < ds.Generation || ds.Status.UpdatedNumberScheduled < ds.Status.DesiredNumberScheduled ||
 		ds.Status.NumberAvailable < ds.Status.DesiredNumberScheduled) {
-		return "agent"
+		rolling = append(rolling, "agent")
 	}
 	d, err := e.kube.AppsV1().Deployments(systemNS).Get(ctx(t), "sidelane-injector", metav1.GetOptions{})
 	if err == nil && d.Spec.Replicas != nil && (d.Status.ObservedGeneration < d.Generation || d.Status.UpdatedReplicas < *d.Spec.Replicas ||
 		d.Status.Replicas > *d.Spec.Replicas || d.Status.AvailableReplicas < *d.Spec.Replicas) {
-		return "injector"
+		rolling = append(rolling, "injector")
 	}
-	return ""
+	return strings.Join(rolling, "+")
 }
 
 // podStarted is closed when the pod has an IP (its sandbox, and so the CNI ADD, is done), or
