@@ -198,7 +198,17 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		}
 		return true, nil
 	})
-	// A pod created after the upgrade gets the proxy of the new template.
+	// Pods created after the upgrade get the proxy of the new template, once no old injector
+	// answers any more (a stopping one keeps answering with the old template for a few seconds).
+	took := poll(t, 90*time.Second, "the injector injects the upgrade's proxy image", func() (bool, error) {
+		p, err := e.kube.CoreV1().Pods(ns).Create(ctx(t), serverPod(ns, "dry-run", podOpts{}), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			return false, err
+		}
+		img := proxyImage(p)
+		return strings.HasSuffix(img, ":"+upgradeTag), fmt.Errorf("proxy image %q", img)
+	})
+	t.Logf("the upgrade's proxy image is injected (waited %v more for it)", took.Round(100*time.Millisecond))
 	after := e.waitCaptured(t, ns, e.createPod(t, serverPod(ns, "after", podOpts{})).Name)
 	if img := proxyImage(after); !strings.HasSuffix(img, ":"+upgradeTag) {
 		t.Errorf("pod created after the upgrade has proxy image %q, want tag %s", img, upgradeTag)
