@@ -303,9 +303,17 @@ func (e *env) waitUninstalled(t *testing.T, orig []byte, how string) {
 	if !bytes.Equal(cur, orig) {
 		t.Errorf("after %s the primary conflist %s differs from before the install:\n--- before\n%s\n--- now\n%s", how, path, orig, cur)
 	}
-	for _, f := range []string{filepath.Join(e.cniBinDir, contract.PluginBinary), filepath.Join(e.cniConfDir, contract.KubeconfigFile)} {
-		if _, err := os.Stat(f); !os.IsNotExist(err) {
-			t.Errorf("after %s %s is still there (stat: %v)", how, f, err)
+	if _, err := os.Stat(filepath.Join(e.cniBinDir, contract.PluginBinary)); !os.IsNotExist(err) {
+		t.Errorf("after %s %s is still in %s (stat: %v)", how, contract.PluginBinary, e.cniBinDir, err)
+	}
+	// The harness put only the primary conflist into the conf dir; nothing of ours may be left.
+	entries, err := os.ReadDir(e.cniConfDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range entries {
+		if en.Name() != filepath.Base(path) {
+			t.Errorf("after %s %s is left in %s", how, en.Name(), e.cniConfDir)
 		}
 	}
 	if _, err := e.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx(t), "sidelane-injector", metav1.GetOptions{}); err == nil {
