@@ -11,7 +11,7 @@ export CGO_ENABLED := 0
 BINARIES := sidelane-cni:./cni-plugin sidelane-agent:./node-agent sidelane-proxy:./proxy \
             sidelane-injector:./injector kubectl-sidelane:./kubectl-sidelane
 
-.PHONY: help build test test-unit test-e2e bench lint deps demo demo-down images push clean
+.PHONY: help build test test-unit test-e2e bench lint deps demo demo-down images push manifests clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,9 +36,13 @@ test-e2e: deps build ## end-to-end tests on a local single-node cluster
 bench: deps build ## run every benchmark and print one side-by-side table
 	@hack/bench.sh
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and helm lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd hack/chart && $(GO) vet ./... && $(GO) run . lint
+
+manifests: ## render deploy/base from the Helm chart deploy/helm/sidelane (default values)
+	cd hack/chart && $(GO) run . render
 
 demo: deps build ## local single-node cluster with Sidelane and a captured workload
 	@hack/demo.sh up

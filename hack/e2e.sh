@@ -33,6 +33,9 @@ for b in sidelane-agent sidelane-cni sidelane-injector sidelane-proxy kubectl-si
   [ -x bin/$b ] || { log "bin/$b missing: building"; make build >/dev/null; break; }
 done
 hack/install-local.sh
+# The helm CLI of the Helm test (the version pinned in hack/chart/go.mod).
+SIDELANE_HELM=$(hack/helm.sh build)
+export SIDELANE_HELM
 log "Sidelane installed after $((SECONDS - t0)) s; running the tests"
 eval "$(hack/cluster.sh env)"
 export SIDELANE_ROOT=$ROOT SIDELANE_KUBECTL=$(command -v kubectl)

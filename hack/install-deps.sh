@@ -21,3 +21,5 @@ if ((${#missing[@]})); then
 fi
 command -v go >/dev/null || { echo "install-deps: Go 1.26 is required (go not on PATH)" >&2; exit 1; }
 go mod download
+# The Helm chart tool and the helm CLI (helm.sh/helm/v4), a module of their own (hack/chart).
+(cd hack/chart && go mod download)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Sidelane's tests. `hack/test.sh unit` runs unit and privileged tests (root needed for the
-# latter; under CI=true a privileged test that would skip fails instead), `e2e` runs the
+# latter; under CI=true a privileged test that would skip fails instead) and the Helm chart's
+# tests (its own module, hack/chart), `e2e` runs the
 # end-to-end tests on a local single-node cluster, `all` runs both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ unit() {
   # machines are small; inside a package tests still run in parallel where they say so. The
   # compile above filled the build cache, so -p 1 only serialises the runs.
   go test -count=1 -p 1 -timeout 20m $pkgs
+  echo "== the Helm chart: deploy/base is its rendering, helm lint, values and schema (hack/chart)"
+  (cd hack/chart && go vet ./... && go test -count=1 ./...)
 }
 
 e2e() {
