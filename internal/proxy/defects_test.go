@@ -432,3 +432,77 @@ func TestApplyConcurrency(t *testing.T) {
 		}
 	}
 }
+
+// Each way an upstream connection is kept out of the pool is counted by its reason: bytes
+// after the end of a response (leftover) and bytes that arrive while it is idle (unsolicited).
+func TestDiscardReasons(t *testing.T) {
+	idle := make(chan net.Conn, 1)
+	up := tcpServer(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		for {
+			head, err := readHeadLines(br)
+			if err != nil {
+				return
+			}
+			switch {
+			case strings.HasPrefix(head, "GET /extra "):
+				io.WriteString(c, okReply+"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+			case strings.HasPrefix(head, "GET /idle "):
+				io.WriteString(c, okReply)
+				idle <- c
+			default:
+				io.WriteString(c, okReply)
+			}
+		}
+	})
+	h := startProxy(t, up, nil)
+	dial := func() (net.Conn, error) { return net.Dial("tcp4", h.out) }
+	for _, path := range []string{"/extra", "/b"} {
+		if got, err := exchange(dial, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil || got != okReply {
+			t.Fatalf("%s: %q %v", path, got, err)
+		}
+	}
+	if got, err := exchange(dial, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil || got != okReply {
+		t.Fatalf("/idle: %q %v", got, err)
+	}
+	c := <-idle
+	io.WriteString(c, reply408) // unsolicited, on the pooled connection
+	c.Close()
+	if got, err := exchange(dial, getB); err != nil || got != okReply {
+		t.Fatalf("after the unsolicited 408: %q %v", got, err)
+	}
+	leftover := testutil.ToFloat64(h.s.m.discardedBy[Outbound][discardLeftover])
+	unsolicited := testutil.ToFloat64(h.s.m.discardedBy[Outbound][discardUnsolicited])
+	if leftover != 1 || unsolicited != 1 {
+		t.Errorf("discarded: leftover %v, unsolicited %v; want 1 and 1", leftover, unsolicited)
+	}
+}
+
+// A client that stops reading its response is released after StreamIdleTimeout: the proxy's
+// writes to it wait no longer than that.
+func TestSlowReaderIsReleased(t *testing.T) {
+	up := tcpServer(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		if _, err := readHeadLines(br); err != nil {
+			return
+		}
+		const size = 256 << 20
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		io.CopyN(c, zeroes{}, size) // ends when the proxy closes its upstream side
+	})
+	h := startProxy(t, up, func(c *Config) { c.StreamIdleTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("tcp4", h.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, getB) // and never read
+	waitActive(t, h.s, 0)
+}
+
+type zeroes struct{}
+
+func (zeroes) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
