@@ -367,19 +367,7 @@ func validHost(h []byte) bool {
 	return true
 }
 
-var hostChar = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "-._~!$&'()*+,;=:[]%" {
-		t[c] = true
-	}
-	return t
-}()
+var hostChar = charTable("-._~!$&'()*+,;=:[]%")
 
 // Parse parses a complete response head; method is the request's method (HEAD responses
 // have no body, nor have 2xx answers to CONNECT).
@@ -668,7 +656,11 @@ func equalFold(b []byte, s string) bool {
 // EqualFold reports whether b equals the lower-case ASCII string s, ignoring ASCII case.
 func EqualFold(b []byte, s string) bool { return equalFold(b, s) }
 
-var tokenTable = func() (t [256]bool) {
+// tokenTable holds tchar (RFC 9110 5.6.2).
+var tokenTable = charTable("!#$%&'*+-.^_`|~")
+
+// charTable returns the table of ASCII letters, digits and the characters of extra.
+func charTable(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
@@ -676,11 +668,11 @@ var tokenTable = func() (t [256]bool) {
 		t[c] = true
 		t[c-'a'+'A'] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
+	for _, c := range extra {
 		t[c] = true
 	}
 	return t
-}()
+}
 
 // IsTokenChar reports whether c may appear in a token (RFC 9110 5.6.2).
 func IsTokenChar(c byte) bool { return tokenTable[c] }
