@@ -39,6 +39,7 @@ type metrics struct {
 	respBytesBy [2]prometheus.Counter
 	// requestsBy caches requests_total children by direction, method and status code.
 	requestsBy [2][numMethods][600]atomic.Pointer[prometheus.Counter]
+	nonHTTP    nonHTTPMetrics // HTTP/2 streams and TLS connections (nonhttp.go)
 
 	active   atomic.Int64 // open client connections
 	http     atomic.Int64 // HTTP requests proxied
@@ -55,8 +56,8 @@ func newMetrics() *metrics {
 	}, []string{"direction"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidelane_proxy_requests_total",
-		Help: "HTTP requests proxied, by method and response status code.",
-	}, []string{"direction", "method", "code"})
+		Help: "HTTP requests (HTTP/2: streams) proxied, by method, response status code and gRPC status (\"\" when not gRPC).",
+	}, []string{"direction", "method", "code", "grpc_status"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sidelane_proxy_request_duration_seconds",
 		Help:    "Time from the request head to the end of the response.",
@@ -71,6 +72,7 @@ func newMetrics() *metrics {
 		Help: "HTTP response body bytes sent to clients.",
 	}, []string{"direction"})
 	m.registry.MustRegister(m.connections, m.requests, m.duration, m.reqBytes, m.respBytes)
+	m.registerNonHTTP()
 	for _, d := range []Direction{Inbound, Outbound} {
 		m.connBy[d] = m.connections.WithLabelValues(d.String())
 		m.durationBy[d] = m.duration.WithLabelValues(d.String())
@@ -102,7 +104,7 @@ func (m *metrics) request(d Direction, method []byte, code int, reqBytes, respBy
 	slot := &m.requestsBy[d][mi][code]
 	c := slot.Load()
 	if c == nil {
-		counter := m.requests.WithLabelValues(d.String(), methodNames[mi], strconv.Itoa(code))
+		counter := m.requests.WithLabelValues(d.String(), methodNames[mi], strconv.Itoa(code), "")
 		slot.Store(&counter)
 		c = &counter
 	}

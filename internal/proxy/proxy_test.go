@@ -343,14 +343,6 @@ func TestRawRelay(t *testing.T) {
 			},
 			send: "\x16\x03\x01binary TLS-ish data", want: "got \x16\x03\x01binary TLS-ish data",
 		},
-		{
-			name: "http2 prior knowledge is raw",
-			server: func(c *net.TCPConn) {
-				all, _ := io.ReadAll(c)
-				c.Write(all)
-			},
-			send: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", want: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -670,7 +662,7 @@ func TestAdminHealthAndMetrics(t *testing.T) {
 		{"config", h.s.adminHandler(), "GET", "/config", 200, `"inboundSourceIPv4": "127.0.0.6"`},
 		{"drain needs POST", h.s.adminHandler(), "GET", "/drain", 405, ""},
 		{"metrics", h.s.promMux(), "GET", "/stats/prometheus", 200,
-			`sidelane_proxy_requests_total{code="200",direction="outbound",method="GET"} 1`},
+			`sidelane_proxy_requests_total{code="200",direction="outbound",grpc_status="",method="GET"} 1`},
 		{"metric names", h.s.promMux(), "GET", "/stats/prometheus", 200, `sidelane_proxy_connections_total{direction="outbound"} 1`},
 		{"duration histogram", h.s.promMux(), "GET", "/stats/prometheus", 200, `sidelane_proxy_request_duration_seconds_count{direction="outbound"} 1`},
 		{"response bytes", h.s.promMux(), "GET", "/stats/prometheus", 200, `sidelane_proxy_response_bytes_total{direction="outbound"} 2`},
