@@ -34,8 +34,10 @@ func h2cServer(t *testing.T, h http.Handler) string {
 // h2cClient speaks HTTP/2 with prior knowledge to addr, whatever the URL says.
 func h2cClient(addr string) *http.Client {
 	tr := &http.Transport{
-		Protocols:   new(http.Protocols),
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) },
+		Protocols: new(http.Protocols),
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
 	}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	return &http.Client{Timeout: 30 * time.Second, Transport: tr}
@@ -368,4 +370,3 @@ func isReset(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && strings.Contains(err.Error(), "reset")
 }
-

@@ -173,10 +173,7 @@ func (r *Relay) Serve(dial func() (net.Conn, error)) error {
 	c.conn.SetReadDeadline(time.Time{})
 	if err != nil || string(p) != ClientPreface {
 		// RFC 9113 §3.4: an invalid preface is a connection error of type PROTOCOL_ERROR.
-		c.wmu.Lock()
-		c.wfr.WriteGoAway(0, http2.ErrCodeProtocol, []byte("bad connection preface"))
-		c.bw.Flush()
-		c.wmu.Unlock()
+		c.send(func(fr *http2.Framer) { fr.WriteGoAway(0, http2.ErrCodeProtocol, []byte("bad connection preface")) })
 		c.conn.Close()
 		return ErrBadPreface
 	}
@@ -227,11 +224,10 @@ func (r *Relay) advanceDrain() {
 	c := r.client
 	switch r.drainState {
 	case 0:
-		c.wmu.Lock()
-		c.wfr.WriteGoAway(1<<31-1, http2.ErrCodeNo, []byte("draining"))
-		c.wfr.WritePing(false, drainPing)
-		c.bw.Flush()
-		c.wmu.Unlock()
+		c.send(func(fr *http2.Framer) {
+			fr.WriteGoAway(1<<31-1, http2.ErrCodeNo, []byte("draining"))
+			fr.WritePing(false, drainPing)
+		})
 		r.drainState = 1
 	case 2:
 		if len(r.streams) == 0 {
@@ -298,6 +294,20 @@ func (r *Relay) pump(src, dst *side) error {
 		}
 	}
 }
+
+// send writes frames of the relay's own to s and flushes them. The write has a deadline: a
+// peer that stops reading cannot hold the relay (which may hold r.mu) for longer.
+func (s *side) send(write func(fr *http2.Framer)) {
+	s.wmu.Lock()
+	s.conn.SetWriteDeadline(time.Now().Add(injectTimeout))
+	write(s.wfr)
+	s.bw.Flush()
+	s.conn.SetWriteDeadline(time.Time{})
+	s.wmu.Unlock()
+}
+
+// injectTimeout bounds a write of the relay's own frames.
+const injectTimeout = 5 * time.Second
 
 // moreBuffered reports whether a whole next frame is already buffered in br, so that the
 // writer may wait for it before flushing.
@@ -405,11 +415,7 @@ func (r *Relay) goAway(s *side, code http2.ErrCode, detail string) {
 		last = 0
 	}
 	r.mu.Unlock()
-	s.wmu.Lock()
-	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	s.wfr.WriteGoAway(last, code, []byte(detail))
-	s.bw.Flush()
-	s.wmu.Unlock()
+	s.send(func(fr *http2.Framer) { fr.WriteGoAway(last, code, []byte(detail)) })
 }
 
 // closeBoth ends the relay: both connections close, which stops both pumps.
@@ -439,15 +445,9 @@ func (r *Relay) closeLocked(err error) {
 // resetStream refuses one stream: RST_STREAM(code) to src, RST_STREAM(CANCEL) to dst when
 // the stream is open there; r.mu is held.
 func (r *Relay) resetStream(src, dst *side, id uint32, code http2.ErrCode, why string) {
-	src.wmu.Lock()
-	src.wfr.WriteRSTStream(id, code)
-	src.bw.Flush()
-	src.wmu.Unlock()
+	src.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, code) })
 	if s, ok := r.streams[id]; ok {
-		dst.wmu.Lock()
-		dst.wfr.WriteRSTStream(id, http2.ErrCodeCancel)
-		dst.bw.Flush()
-		dst.wmu.Unlock()
+		dst.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, http2.ErrCodeCancel) })
 		s.Err = why
 		r.finish(id, s)
 	}
@@ -552,9 +552,7 @@ func (r *Relay) observe(src, dst *side, f http2.Frame) (bool, error) {
 		r.finish(id, s)
 		if fromClient && r.totalStreams >= rapidResetMinStreams && 2*r.earlyResets > r.totalStreams {
 			// Forward this reset, then cut the connection.
-			dst.wmu.Lock()
-			dst.wfr.WriteRSTStream(id, f.ErrCode)
-			dst.wmu.Unlock()
+			dst.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, f.ErrCode) })
 			return false, r.connErrorLocked(src, http2.ErrCodeEnhanceYourCalm, "too many streams reset before their response (rapid reset)")
 		}
 	case *http2.PingFrame:
@@ -562,10 +560,8 @@ func (r *Relay) observe(src, dst *side, f http2.Frame) (bool, error) {
 			if r.drainState == 1 {
 				r.drainState = 2
 				c := r.client
-				c.wmu.Lock()
-				c.wfr.WriteGoAway(r.lastClientID, http2.ErrCodeNo, []byte("draining"))
-				c.bw.Flush()
-				c.wmu.Unlock()
+				last := r.lastClientID
+				c.send(func(fr *http2.Framer) { fr.WriteGoAway(last, http2.ErrCodeNo, []byte("draining")) })
 				r.advanceDrain()
 			}
 			return false, nil // the relay's own PING: not the upstream's
