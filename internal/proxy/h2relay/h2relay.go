@@ -123,6 +123,8 @@ type Relay struct {
 	earlyResets  int
 	drainState   int // 0 none, 1 first GOAWAY+PING sent, 2 final GOAWAY sent
 	drainWanted  bool
+	drained      bool     // drain complete: close after the current frame
+	refused      []uint32 // streams opened after the final GOAWAY, to reset once forwarded
 	closed       bool
 	closeErr     error
 
@@ -282,6 +284,18 @@ func (r *Relay) pump(src, dst *side) error {
 		dst.wmu.Unlock()
 		if err != nil {
 			return fmt.Errorf("write to %s: %w", dst.name, err)
+		}
+		r.mu.Lock()
+		drained, refused := r.drained, r.refused
+		r.refused = nil
+		r.mu.Unlock()
+		for _, id := range refused {
+			dst.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, http2.ErrCodeCancel) })
+			src.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		}
+		if drained {
+			r.closeBoth(nil)
+			return nil
 		}
 		if fromClient {
 			continue
@@ -461,7 +475,7 @@ func (r *Relay) finish(id uint32, s *stream) {
 		r.obs(&s.Stream)
 	}
 	if r.drainState == 2 && len(r.streams) == 0 {
-		r.closeLocked(nil)
+		r.drained = true // the pump closes once it has forwarded the frame that ended the stream
 	}
 }
 
@@ -607,9 +621,13 @@ func (r *Relay) clientHeaders(f *http2.MetaHeadersFrame) (bool, error) {
 		return false, r.connErrorLocked(r.client, http2.ErrCodeStreamClosed, fmt.Sprintf("HEADERS on closed stream %d", id))
 	}
 	if r.drainState == 2 {
-		// The final GOAWAY goes out only once the client has acknowledged the first one, after
-		// which it opens no stream (RFC 9113 §6.8).
-		return false, r.connErrorLocked(r.client, http2.ErrCodeProtocol, fmt.Sprintf("stream %d opened after GOAWAY", id))
+		// A stream above the final GOAWAY's last id (a client may still have had one queued
+		// when it read the GOAWAY) is refused, so that the client retries it elsewhere. The
+		// header block still goes to the upstream, whose HPACK state needs it, and is reset
+		// there at once.
+		r.lastClientID = id
+		r.refused = append(r.refused, id)
+		return true, nil
 	}
 	if len(r.streams) >= r.lim.MaxOpenStreams {
 		return false, r.connErrorLocked(r.client, http2.ErrCodeEnhanceYourCalm, fmt.Sprintf("more than %d open streams", r.lim.MaxOpenStreams))
