@@ -38,10 +38,15 @@ func (s *Server) serveNonHTTP(cc *clientConn) {
 	s.serveRaw(cc)
 }
 
-// sniff looks at the client's first bytes without consuming them, waiting at most
-// PeekTimeout for more of them. For TLS it returns the peeked ClientHello record (or as
+// sniff looks at the client's first bytes, which protocol detection left buffered, without
+// consuming them, waiting at most PeekTimeout for more of them. For TLS it returns the peeked ClientHello record (or as
 // much of it as the buffer holds).
 func (s *Server) sniff(cc *clientConn) (nonHTTPKind, []byte) {
+	if cc.br.Buffered() == 0 {
+		// Protocol detection already waited PeekTimeout and got nothing: a server-first
+		// protocol, relayed at once.
+		return kindRaw, nil
+	}
 	cc.c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
 	defer cc.c.SetReadDeadline(time.Time{})
 	p, _ := cc.br.Peek(1)
