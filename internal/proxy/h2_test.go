@@ -370,3 +370,116 @@ func isReset(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && strings.Contains(err.Error(), "reset")
 }
+
+// TestHTTP2FlowControl: a client that stops reading stops the upstream's writer (the windows
+// are end to end; the relay holds one frame per direction), and everything arrives once it
+// reads again.
+func TestHTTP2FlowControl(t *testing.T) {
+	const total, chunk = 256 << 20, 1 << 20
+	var written atomic.Int64
+	up := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := bytes.Repeat([]byte("f"), chunk)
+		for written.Load() < total {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			written.Add(chunk)
+		}
+	}))
+	h := startProxy(t, up, nil)
+	resp, err := h2cClient(h.out).Get("http://x/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Not reading: the writer must come to a stop well short of the whole body.
+	// Stopped = no progress over three samples 200 ms apart.
+	var last int64 = -1
+	for same, deadline := 0, time.Now().Add(20*time.Second); same < 3; {
+		time.Sleep(200 * time.Millisecond) // sampling the writer's progress, not synchronisation
+		n := written.Load()
+		if n == last {
+			same++
+		} else {
+			same = 0
+		}
+		last = n
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer never stopped (%d MiB written)", n>>20)
+		}
+	}
+	t.Logf("writer stopped after %d MiB while the client did not read", last>>20)
+	if last >= 64<<20 {
+		t.Errorf("writer got %d MiB ahead of a client that reads nothing", last>>20)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != total {
+		t.Fatalf("read %d bytes (%v), want %d", n, err, total)
+	}
+}
+
+// TestHTTP2DrainHandDriven follows the drain frame by frame: GOAWAY(2^31-1) and PING, the
+// final GOAWAY once the PING is answered, a stream opened after it refused (REFUSED_STREAM,
+// retryable), the stream in flight finished, then the connection closed.
+func TestHTTP2DrainHandDriven(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 4)
+	up := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "done "+r.URL.Path)
+	}))
+	h := startProxy(t, up, nil)
+	hc := dialH2(t, h.out, http2.ClientPreface)
+	hc.fr.WriteSettings()
+	hc.get(1, "/slow")
+	<-started
+	h.s.Drain()
+	var events []string
+	sawEnd1 := false
+	for {
+		f, err := hc.fr.ReadFrame()
+		if err != nil {
+			events = append(events, "closed")
+			break
+		}
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			events = append(events, fmt.Sprintf("GOAWAY %d %v", f.LastStreamID, f.ErrCode))
+			if f.LastStreamID == 1 {
+				// After the final GOAWAY: a stream the client still had queued.
+				hc.get(3, "/late")
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				events = append(events, "PING")
+				hc.fr.WritePing(true, f.Data)
+			}
+		case *http2.RSTStreamFrame:
+			events = append(events, fmt.Sprintf("RST_STREAM %d %v", f.StreamID, f.ErrCode))
+			if f.StreamID == 3 {
+				close(release) // now let stream 1 finish
+			}
+		case *http2.DataFrame:
+			if f.StreamID == 1 && f.StreamEnded() {
+				sawEnd1 = true
+				events = append(events, "stream 1 ended")
+			}
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				hc.fr.WriteSettingsAck()
+			}
+		}
+	}
+	want := []string{"GOAWAY 2147483647 NO_ERROR", "PING", "GOAWAY 1 NO_ERROR", "RST_STREAM 3 REFUSED_STREAM", "stream 1 ended", "closed"}
+	if strings.Join(events, "; ") != strings.Join(want, "; ") || !sawEnd1 {
+		t.Errorf("drain:\n got %v\nwant %v", events, want)
+	}
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy did not finish its drain")
+	}
+}
