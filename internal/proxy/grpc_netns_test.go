@@ -432,6 +432,14 @@ func testGRPCDrain(t *testing.T, p *proxyProc, cc *grpc.ClientConn, app *grpcech
 	if len(lost) > 0 {
 		t.Errorf("%d calls lost, e.g. %v", len(lost), lost[:min(len(lost), 5)])
 	}
+	if len(lost) > 0 || !strings.Contains(p.stderr.b.String(), "drained") {
+		// The streams that ended with an error say where the drain stuck.
+		for _, l := range p.stdout.lines() {
+			if l["error"] != nil {
+				t.Logf("access log: %v", l)
+			}
+		}
+	}
 	if !strings.Contains(p.stderr.b.String(), "drained") {
 		t.Errorf("the proxy did not drain within its deadline:\n%s", p.stderr.b.String())
 	}

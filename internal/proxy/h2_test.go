@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/sidelane/sidelane/internal/proxy/h2relay"
 )
 
 // h2cServer is an upstream that speaks HTTP/2 with prior knowledge (and HTTP/1.1).
@@ -215,7 +217,8 @@ func TestHTTP2BadInput(t *testing.T) {
 		}, wantCode: http2.ErrCodeProtocol},
 		{name: "oversized frame", drive: func(t *testing.T, hc *h2Conn) chan int64 {
 			hc.fr.WriteSettings()
-			hc.fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, 20000))
+			// Larger than the upstream's SETTINGS_MAX_FRAME_SIZE (x/net: 1 MiB) and the relay's cap.
+			hc.fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, h2relay.MaxFrameSize+1))
 			return nil
 		}, wantCode: http2.ErrCodeFrameSize},
 		{name: "HEADERS on a closed stream", drive: func(t *testing.T, hc *h2Conn) chan int64 {
@@ -481,5 +484,40 @@ func TestHTTP2DrainHandDriven(t *testing.T) {
 	case <-h.done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the proxy did not finish its drain")
+	}
+}
+
+// TestHTTP2DroppedFrameFlushes: frames that arrive together are forwarded together; when the
+// last of them is one the relay drops (here a WINDOW_UPDATE with a zero increment, a stream
+// error answered with RST_STREAM), the ones before it still go out at once.
+func TestHTTP2DroppedFrameFlushes(t *testing.T) {
+	var calls atomic.Int64
+	h := startProxy(t, h2cServer(t, h2Handler(&calls)), nil)
+	hc := dialH2(t, h.out, http2.ClientPreface)
+	var b bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	fr.WriteSettings()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndStream: true, EndHeaders: true,
+		BlockFragment: hc.headerBlock(":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/")})
+	fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 5, []byte{0, 0, 0, 0}) // zero increment
+	if _, err := hc.c.Write(b.Bytes()); err != nil {                    // one write: all three arrive together
+		t.Fatal(err)
+	}
+	sawRST, sawAnswer := false, false
+	for !sawRST || !sawAnswer {
+		f, err := hc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("rst %v, answer %v: %v", sawRST, sawAnswer, err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			sawRST = f.StreamID == 5 && f.ErrCode == http2.ErrCodeProtocol
+		case *http2.DataFrame:
+			sawAnswer = sawAnswer || f.StreamID == 1 && f.StreamEnded()
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				hc.fr.WriteSettingsAck()
+			}
+		}
 	}
 }

@@ -23,6 +23,7 @@ package h2relay
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -128,12 +129,14 @@ type Relay struct {
 	closed       bool
 	closeErr     error
 
+	drainPing [8]byte // opaque data of the PING that follows the first drain GOAWAY
 	drainOnce sync.Once
 	done      chan struct{}
 }
 
-// drainPing is the opaque data of the PING that follows the relay's first drain GOAWAY.
-var drainPing = [8]byte{'s', 'l', 'd', 'r', 'a', 'i', 'n', '1'}
+// drainPingSeq makes each relay's drain PING its own: two relays in a row (a pod calling
+// itself goes through the outbound and the inbound relay) must not take each other's answer.
+var drainPingSeq atomic.Uint64
 
 // ErrBadPreface is returned by Serve when the client's first bytes are not the preface.
 var ErrBadPreface = errors.New("http2: bad client connection preface")
@@ -150,6 +153,8 @@ func New(client net.Conn, clientR *bufio.Reader, lim Limits, obs Observer) *Rela
 		lim.PrefaceTimeout = 10 * time.Second
 	}
 	r := &Relay{lim: lim, obs: obs, streams: map[uint32]*stream{}, done: make(chan struct{})}
+	r.drainPing = [8]byte{'s', 'l', 'd'}
+	binary.BigEndian.PutUint32(r.drainPing[4:], uint32(drainPingSeq.Add(1)))
 	r.client = newSide("client", client, clientR)
 	return r
 }
@@ -228,7 +233,7 @@ func (r *Relay) advanceDrain() {
 	case 0:
 		c.send(func(fr *http2.Framer) {
 			fr.WriteGoAway(1<<31-1, http2.ErrCodeNo, []byte("draining"))
-			fr.WritePing(false, drainPing)
+			fr.WritePing(false, r.drainPing)
 		})
 		r.drainState = 1
 	case 2:
@@ -265,6 +270,9 @@ func (r *Relay) pump(src, dst *side) error {
 		f, err := fr.ReadFrame()
 		if err != nil {
 			if r.streamError(src, dst, rec.buf, err) {
+				if err := forward(src, dst, nil); err != nil {
+					return err
+				}
 				continue
 			}
 			return r.readError(src, fr, err)
@@ -273,17 +281,15 @@ func (r *Relay) pump(src, dst *side) error {
 		if err != nil {
 			return err
 		}
+		raw := rec.buf
+		if !fwd {
+			raw = nil
+		}
+		if err := forward(src, dst, raw); err != nil {
+			return err
+		}
 		if !fwd {
 			continue
-		}
-		dst.wmu.Lock()
-		_, err = dst.bw.Write(rec.buf)
-		if err == nil && !moreBuffered(src.br) {
-			err = dst.bw.Flush()
-		}
-		dst.wmu.Unlock()
-		if err != nil {
-			return fmt.Errorf("write to %s: %w", dst.name, err)
 		}
 		r.mu.Lock()
 		drained, refused := r.drained, r.refused
@@ -322,6 +328,25 @@ func (s *side) send(write func(fr *http2.Framer)) {
 
 // injectTimeout bounds a write of the relay's own frames.
 const injectTimeout = 5 * time.Second
+
+// forward writes p (a frame's bytes, or nothing for a dropped frame) to dst and flushes what
+// dst has buffered unless the next frame from src is already here: frames that arrive
+// together leave together, and a dropped frame never strands the ones before it.
+func forward(src, dst *side, p []byte) error {
+	dst.wmu.Lock()
+	defer dst.wmu.Unlock()
+	if len(p) > 0 {
+		if _, err := dst.bw.Write(p); err != nil {
+			return fmt.Errorf("write to %s: %w", dst.name, err)
+		}
+	}
+	if dst.bw.Buffered() > 0 && !moreBuffered(src.br) {
+		if err := dst.bw.Flush(); err != nil {
+			return fmt.Errorf("write to %s: %w", dst.name, err)
+		}
+	}
+	return nil
+}
 
 // moreBuffered reports whether a whole next frame is already buffered in br, so that the
 // writer may wait for it before flushing.
@@ -570,7 +595,7 @@ func (r *Relay) observe(src, dst *side, f http2.Frame) (bool, error) {
 			return false, r.connErrorLocked(src, http2.ErrCodeEnhanceYourCalm, "too many streams reset before their response (rapid reset)")
 		}
 	case *http2.PingFrame:
-		if fromClient && f.IsAck() && f.Data == drainPing {
+		if fromClient && f.IsAck() && f.Data == r.drainPing {
 			if r.drainState == 1 {
 				r.drainState = 2
 				c := r.client
