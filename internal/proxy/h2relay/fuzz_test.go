@@ -16,7 +16,9 @@ import (
 // FuzzRelay sends the client preface and then arbitrary bytes through a relay to a real
 // x/net/http2 server: the relay never panics, never hangs, and ends once the client is gone.
 // The seed corpus (testdata/fuzz/FuzzRelay: a request, trailers, resets, a CONTINUATION
-// chain, bad frames) runs with every `go test`; fuzz longer with
+// chain, bad frames, and upstream_error_while_client_gone, which once hung the relay: the
+// upstream pump ended on a write error without closing, leaving the client pump blocked
+// writing to an upstream that had stopped reading) runs with every `go test`; fuzz longer with
 // `go test -fuzz FuzzRelay ./internal/proxy/h2relay`.
 func FuzzRelay(f *testing.F) {
 	f.Add(seedRequest())

@@ -195,7 +195,11 @@ func (r *Relay) Serve(dial func() (net.Conn, error)) error {
 	r.up.bw.WriteString(ClientPreface)
 
 	errc := make(chan error, 2)
-	go func() { errc <- r.pump(r.up, r.client) }()
+	go func() {
+		err := r.pump(r.up, r.client)
+		r.closeBoth(err) // whichever pump ends first ends the relay
+		errc <- err
+	}()
 	err = r.pump(r.client, r.up)
 	r.closeBoth(err)
 	<-errc
@@ -473,6 +477,9 @@ func (r *Relay) closeLocked(err error) {
 		if s == nil {
 			continue
 		}
+		// A pump blocked writing to a peer that does not read holds wmu: the deadline
+		// frees it, then what is buffered gets one second to go out.
+		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.wmu.Lock()
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.bw.Flush()
