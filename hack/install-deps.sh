@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(make git iptables nftables iproute2 ethtool conntrack procps psmisc curl openssl ca-certificates
-      etcd-server containerd runc haproxy wrk)
+      etcd-server containerd runc haproxy wrk python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,8 +1,9 @@
 // Package install puts the sidelane-cni plugin on a node, keeps it there and takes it away
 // again: it copies the plugin binary into the host's CNI bin directory, chains the plugin's
-// entry into the primary CNI's conflist (last, without touching anything else), writes the
-// plugin's kubeconfig with a service-account token that is refreshed when it rotates, and on
-// uninstall gives the primary CNI's conflist back byte for byte.
+// entry into the primary CNI's conflist (last, without touching anything else), and on
+// uninstall gives the primary CNI's conflist back byte for byte. The plugin holds no credential
+// (it asks its node agent); the kubeconfig and token files older releases left in the conf dir
+// are removed on install.
 //
 // The node agent uses it in two ways:
 //
@@ -16,8 +17,6 @@
 package install
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,12 +38,9 @@ type Config struct {
 	// of choosing the first valid file in lexical order.
 	ConfName string
 	// PluginConfig is our entry in the primary conflist. "type" defaults to sidelane-cni; the
-	// other keys (kubeconfig, agent_socket, exclude_namespaces, backend, log_level) are written
-	// as given. Nil: DefaultPluginConfig(cfg).
+	// other keys (agent_socket, exclude_namespaces, backend, log_level) are written as given.
+	// Nil: DefaultPluginConfig(cfg).
 	PluginConfig map[string]any
-	// Kubeconfig, when set, makes Install write a kubeconfig for the plugin and the Watcher
-	// keep its token fresh. Nil: no kubeconfig is written.
-	Kubeconfig *KubeconfigSource
 	// StateDir holds the install state (the primary's original bytes). Default
 	// /var/lib/sidelane/install.
 	StateDir string
@@ -63,39 +59,10 @@ type Config struct {
 // DefaultStateDir is where the install state lives unless Config.StateDir says otherwise.
 const DefaultStateDir = contract.AgentStateDir + "/install"
 
-// DefaultTokenFile is the name, in the directory of the kubeconfig, of the host copy of the
-// plugin's service-account token.
-const DefaultTokenFile = "sidelane-token"
-
-// DefaultCAFile is the in-cluster CA bundle of a pod's service account.
-const DefaultCAFile = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-
-// KubeconfigSource says how to build the plugin's kubeconfig and where its token comes from.
-// Exactly one of TokenFile and MintToken must be set.
-type KubeconfigSource struct {
-	// Path of the kubeconfig on the host (default <CNIConfDir>/sidelane-kubeconfig).
-	Path string
-	// HostTokenPath is where the token copy is written (default <dir of Path>/sidelane-token);
-	// the kubeconfig's tokenFile points here.
-	HostTokenPath string
-	// Server is the API server URL. Empty: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
-	Server string
-	// CAFile is the CA bundle to embed (default the in-cluster service-account ca.crt).
-	CAFile string
-	// TokenFile (source A) is a token file to copy, e.g. the agent's projected service-account
-	// token; it is watched and copied again when it changes.
-	TokenFile string
-	// MintToken (source B) returns a fresh token for the plugin's service account
-	// (sidelane-system/sidelane-cni, via TokenRequest) and its expiry; the watcher calls it again
-	// at 80% of the token's lifetime.
-	MintToken func(ctx context.Context) (token string, expiry time.Time, err error)
-}
-
-// DefaultPluginConfig is the entry of DESIGN.md "CNI plugin configuration".
+// DefaultPluginConfig is the entry of docs/design.md "CNI plugin configuration".
 func DefaultPluginConfig() map[string]any {
 	return map[string]any{
 		"type":               contract.PluginType,
-		"kubeconfig":         contract.DefaultKubeconfig,
 		"agent_socket":       contract.DefaultAgentSocket,
 		"exclude_namespaces": append([]string(nil), contract.DefaultExcludeNamespaces...),
 		"backend":            contract.BackendAuto,
@@ -143,25 +110,6 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("plugin config: type %v: must be %q", t, contract.PluginType)
 	}
 	cfg.PluginConfig = pc
-	if k := cfg.Kubeconfig; k != nil {
-		kc := *k
-		if kc.Path == "" {
-			kc.Path = filepath.Join(cfg.CNIConfDir, contract.KubeconfigFile)
-		}
-		if kc.HostTokenPath == "" {
-			kc.HostTokenPath = filepath.Join(filepath.Dir(kc.Path), DefaultTokenFile)
-		}
-		if kc.CAFile == "" {
-			kc.CAFile = DefaultCAFile
-		}
-		if (kc.TokenFile == "") == (kc.MintToken == nil) {
-			return cfg, errors.New("kubeconfig source: set exactly one of TokenFile and MintToken")
-		}
-		if isConfExt(kc.Path) || isConfExt(kc.HostTokenPath) {
-			return cfg, fmt.Errorf("kubeconfig %q / token %q: must not end in .conf, .conflist or .json (the runtime would read it as a network config)", kc.Path, kc.HostTokenPath)
-		}
-		cfg.Kubeconfig = &kc
-	}
 	if cfg.SourceBinary != "" {
 		if _, err := os.Stat(cfg.SourceBinary); err != nil {
 			return cfg, fmt.Errorf("source binary: %w", err)

@@ -23,8 +23,8 @@ import (
 // not written and must be recomputed from the new content.
 var errChanged = errors.New("CNI configuration changed while editing it")
 
-// Install installs the plugin once: the binary, the kubeconfig (when cfg.Kubeconfig is set)
-// and our entry in the primary conflist. While there is no valid primary configuration it
+// Install installs the plugin once: the binary and our entry in the primary conflist (and
+// removes the credential files of older releases). While there is no valid primary configuration it
 // waits (polling every cfg.PollInterval) until ctx ends; it never writes a configuration of its
 // own that would make the node look network-ready. Running it again changes nothing.
 func Install(ctx context.Context, cfg Config) error {
@@ -35,11 +35,8 @@ func Install(ctx context.Context, cfg Config) error {
 	if err := installBinary(cfg); err != nil {
 		return err
 	}
-	if cfg.Kubeconfig != nil {
-		kw := newKubeconfigWriter(cfg)
-		if _, err := kw.refresh(ctx); err != nil {
-			return err
-		}
+	if err := removeLegacyCredentials(cfg); err != nil {
+		return err
 	}
 	st, err := loadState(cfg)
 	if err != nil {
@@ -218,9 +215,9 @@ type Mode int
 
 const (
 	// RemoveAll gives every conflist back exactly as the primary CNI last wrote it, and removes
-	// the binary, the kubeconfig, the token copy and the install state.
+	// the binary and the install state.
 	RemoveAll Mode = iota
-	// KeepForUpgrade leaves the binary, the entry, the kubeconfig and the state in place so that
+	// KeepForUpgrade leaves the binary, the entry and the state in place so that
 	// pods created while the agent is being replaced still get their rules; the next agent
 	// takes over from the state.
 	KeepForUpgrade
@@ -271,15 +268,11 @@ func Uninstall(cfg Config, mode Mode) error {
 			errs = append(errs, err)
 		}
 	}
-	kubeconfig := filepath.Join(cfg.CNIConfDir, contract.KubeconfigFile)
-	token := filepath.Join(cfg.CNIConfDir, DefaultTokenFile)
-	if k := cfg.Kubeconfig; k != nil {
-		kubeconfig, token = k.Path, k.HostTokenPath
+	if err := removeLegacyCredentials(cfg); err != nil {
+		errs = append(errs, err)
 	}
-	for _, p := range []string{kubeconfig, token, filepath.Join(cfg.CNIBinDir, contract.PluginBinary)} {
-		if err := removeIfExists(p); err != nil {
-			errs = append(errs, err)
-		}
+	if err := removeIfExists(filepath.Join(cfg.CNIBinDir, contract.PluginBinary)); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		if err := removeIfExists(statePath(cfg)); err != nil {
@@ -349,4 +342,16 @@ func removeEntry(path string, cur []byte) error {
 		return fmt.Errorf("uninstall: %w", err)
 	}
 	return nil
+}
+
+// removeLegacyCredentials removes the plugin kubeconfig and token copy that releases before the
+// agent protocol wrote into the conf dir: the plugin holds no credential any more.
+func removeLegacyCredentials(cfg Config) error {
+	var errs []error
+	for _, name := range contract.LegacyCredentialFiles {
+		if err := removeIfExists(filepath.Join(cfg.CNIConfDir, name)); err != nil {
+			errs = append(errs, fmt.Errorf("removing the credential file of an older release: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }

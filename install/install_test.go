@@ -237,8 +237,7 @@ func checkChained(t *testing.T, path string) {
 
 func TestInstallWaitsForPrimary(t *testing.T) {
 	e := newEnv(t)
-	// Only files no runtime would load: our kubeconfig, a README, a directory.
-	os.WriteFile(filepath.Join(e.conf, contract.KubeconfigFile), []byte("apiVersion: v1\n"), 0o600)
+	// Only files no runtime would load: a README, a directory.
 	os.WriteFile(filepath.Join(e.conf, "README"), []byte("hello\n"), 0o644)
 	os.Mkdir(filepath.Join(e.conf, "multus.d"), 0o755)
 	before := readDir(t, e.conf)
@@ -316,7 +315,6 @@ func TestUninstallAfterRestartUsesState(t *testing.T) {
 
 func TestUpgradeKeepsEverything(t *testing.T) {
 	e := newEnv(t)
-	e.cfg.Kubeconfig = &KubeconfigSource{Server: "https://127.0.0.1:6443", CAFile: writeCA(t), TokenFile: writeToken(t, "tok-1")}
 	copyDir(t, filepath.Join("testdata", "calico", "in"), e.conf)
 	if err := Install(context.Background(), e.cfg); err != nil {
 		t.Fatal(err)
@@ -329,16 +327,34 @@ func TestUpgradeKeepsEverything(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.bin, contract.PluginBinary)); err != nil {
 		t.Fatalf("binary removed in upgrade mode: %v", err)
 	}
-	// Full uninstall removes the kubeconfig and the token copy too.
-	if err := Uninstall(e.cfg, RemoveAll); err != nil {
+}
+
+// TestLegacyCredentialsRemoved: an agent of this release, installing over an older one, removes
+// the plugin kubeconfig and token copy the older one wrote, and rewrites the older entry (which
+// has a "kubeconfig" field) without it; the primary's own fields stay.
+func TestLegacyCredentialsRemoved(t *testing.T) {
+	e := newEnv(t)
+	old := `{"cniVersion":"1.0.0","name":"k8s","plugins":[{"type":"bridge","bridge":"cni0"},` +
+		`{"type":"sidelane-cni","kubeconfig":"/etc/cni/net.d/sidelane-kubeconfig","agent_socket":"/var/run/sidelane/cni.sock"}]}`
+	p := filepath.Join(e.conf, "10-k8s.conflist")
+	os.WriteFile(p, []byte(old), 0o644)
+	for _, n := range contract.LegacyCredentialFiles {
+		os.WriteFile(filepath.Join(e.conf, n), []byte("secret\n"), 0o600)
+	}
+	if err := Install(context.Background(), e.cfg); err != nil {
 		t.Fatal(err)
 	}
 	got := readDir(t, e.conf)
-	for _, n := range []string{contract.KubeconfigFile, DefaultTokenFile} {
+	for _, n := range contract.LegacyCredentialFiles {
 		if _, ok := got[n]; ok {
-			t.Errorf("%s left after uninstall", n)
+			t.Errorf("%s left after install", n)
 		}
 	}
+	b, _ := os.ReadFile(p)
+	if strings.Contains(string(b), "kubeconfig") || !strings.Contains(string(b), `"bridge":"cni0"`) {
+		t.Errorf("conflist after install:\n%s\nwant our entry without kubeconfig and the primary's entry kept", b)
+	}
+	checkChained(t, p)
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -350,8 +366,6 @@ func TestConfigErrors(t *testing.T) {
 		{"conf name with dir", Config{ConfName: "../x.conflist"}, "CNI conf name"},
 		{"conf name ext", Config{ConfName: "x.yaml"}, "CNI conf name"},
 		{"wrong type", Config{PluginConfig: map[string]any{"type": "bridge"}}, "must be \"sidelane-cni\""},
-		{"no token source", Config{Kubeconfig: &KubeconfigSource{}}, "exactly one of TokenFile and MintToken"},
-		{"kubeconfig as conf", Config{Kubeconfig: &KubeconfigSource{Path: "/x/k.conf", TokenFile: "/t"}}, "must not end in .conf"},
 		{"missing binary", Config{SourceBinary: "/nonexistent/sidelane-cni"}, "source binary"},
 	}
 	for _, tc := range cases {

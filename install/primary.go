@@ -68,9 +68,6 @@ func choosePrimary(cfg Config, st *state, now time.Time) (*primary, []skippedFil
 	}
 	var skipped []skippedFile
 	for _, path := range candidates {
-		if cfg.Kubeconfig != nil && (path == cfg.Kubeconfig.Path || path == cfg.Kubeconfig.HostTokenPath) {
-			continue
-		}
 		p, err := loadCandidate(path)
 		if err == nil {
 			return p, skipped, nil

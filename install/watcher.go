@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -26,8 +25,6 @@ type Stats struct {
 	Fighting bool
 	// Errors counts failed reconciles (not counting "no primary yet").
 	Errors uint64
-	// TokenRefreshes counts new tokens written to the host copy; TokenErrors failed refreshes.
-	TokenRefreshes, TokenErrors uint64
 	// LastReinsertLatency is the time from the first file event after an overwrite to our
 	// entry being back.
 	LastReinsertLatency time.Duration
@@ -37,8 +34,8 @@ type Stats struct {
 
 // Watcher installs the plugin and keeps it installed: it reacts to every change in the conf
 // dir (fsnotify, with a periodic resync as a safety net), puts our entry back when the primary
-// CNI rewrites or replaces its file, follows a new primary that sorts earlier, refreshes the
-// kubeconfig's token and detects a fight with another writer.
+// CNI rewrites or replaces its file, follows a new primary that sorts earlier, and detects a
+// fight with another writer.
 type Watcher struct {
 	cfg Config
 	log *slog.Logger
@@ -46,7 +43,6 @@ type Watcher struct {
 	mu         sync.Mutex
 	stats      Stats
 	installErr error
-	tokenErr   error
 	overwrites []time.Time
 }
 
@@ -71,8 +67,8 @@ func (w *Watcher) Stats() Stats {
 	return s
 }
 
-// Ready returns nil when our entry is in the primary conflist, the kubeconfig's token is
-// fresh and nobody is fighting us over the file; otherwise an error that says what is wrong.
+// Ready returns nil when our entry is in the primary conflist and nobody is fighting us over
+// the file; otherwise an error that says what is wrong.
 func (w *Watcher) Ready() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -83,7 +79,7 @@ func (w *Watcher) Ready() error {
 		return fmt.Errorf("another component keeps overwriting %s: %d overwrites of the sidelane-cni entry within %s",
 			w.stats.Primary, len(w.overwrites), w.cfg.FightWindow)
 	}
-	return w.tokenErr
+	return nil
 }
 
 func (w *Watcher) fightingLocked(now time.Time) bool {
@@ -103,6 +99,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if err := installBinary(cfg); err != nil {
 		return err
 	}
+	if err := removeLegacyCredentials(cfg); err != nil {
+		return err
+	}
 	st, err := loadState(cfg)
 	if err != nil {
 		return err
@@ -118,57 +117,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if err := fw.Add(cfg.CNIConfDir); err != nil {
 		return fmt.Errorf("watching %s: %w", cfg.CNIConfDir, err)
 	}
-	var kw *kubeconfigWriter
-	tokenDir := ""
-	if cfg.Kubeconfig != nil {
-		kw = newKubeconfigWriter(cfg)
-		if cfg.Kubeconfig.TokenFile != "" {
-			tokenDir = filepath.Dir(cfg.Kubeconfig.TokenFile)
-			if err := fw.Add(tokenDir); err != nil {
-				return fmt.Errorf("watching token dir %s: %w", tokenDir, err)
-			}
-		}
-	}
-
 	const debounce = 5 * time.Millisecond
 	reconcileT := time.NewTimer(0) // reconcile at once
 	defer reconcileT.Stop()
-	tokenT := time.NewTimer(0)
-	defer tokenT.Stop()
-	if kw == nil {
-		tokenT.Stop()
-	}
 	resync := time.NewTicker(cfg.ResyncInterval)
 	defer resync.Stop()
 	var firstEvent time.Time // first event not yet answered by a reconcile
-	tokenBackoff := time.Second
 	lastNoPrimary := ""
-
-	doToken := func() {
-		next, changed, err := kw.refreshChanged(ctx)
-		w.mu.Lock()
-		if err != nil {
-			w.stats.TokenErrors++
-			w.tokenErr = err
-		} else {
-			if changed {
-				w.stats.TokenRefreshes++
-			}
-			w.tokenErr = nil
-		}
-		w.mu.Unlock()
-		switch {
-		case err != nil:
-			w.log.Error("refreshing the plugin's kubeconfig token", "err", err, "retryIn", tokenBackoff)
-			tokenT.Reset(tokenBackoff)
-			tokenBackoff = min(tokenBackoff*2, time.Minute)
-		case !next.IsZero():
-			tokenBackoff = time.Second
-			tokenT.Reset(max(time.Until(next), time.Second))
-		default:
-			tokenBackoff = time.Second
-		}
-	}
 
 	doReconcile := func() {
 		now := time.Now()
@@ -228,16 +183,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				return fmt.Errorf("watching %s: event channel closed", cfg.CNIConfDir)
 			}
-			dir := filepath.Dir(ev.Name)
-			if kw != nil && dir == tokenDir && dir != filepath.Clean(cfg.CNIConfDir) {
-				doToken()
-				continue
-			}
 			if strings.HasSuffix(ev.Name, ".tmp") {
 				continue // our own (or someone's) temporary file; the rename will tell
-			}
-			if kw != nil && tokenDir == filepath.Clean(cfg.CNIConfDir) {
-				doToken()
 			}
 			if firstEvent.IsZero() {
 				firstEvent = time.Now()
@@ -252,14 +199,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			reconcileT.Reset(0)
 		case <-reconcileT.C:
 			doReconcile()
-		case <-tokenT.C:
-			doToken()
 		case <-resync.C:
 			if err := installBinary(cfg); err != nil {
 				w.log.Error("re-installing the plugin binary", "err", err)
-			}
-			if kw != nil && cfg.Kubeconfig.TokenFile != "" {
-				doToken()
 			}
 			doReconcile()
 		}

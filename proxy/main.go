@@ -23,6 +23,8 @@ func main() {
 	if envErr != nil {
 		logger.Fatal(envErr)
 	}
+	procs, source := proxy.ApplyConcurrency(cfg.Concurrency)
+	logger.Printf("sidelane-proxy: %d threads (%s)", procs, source)
 	srv, err := proxy.New(cfg, os.Stdout, logger)
 	if err != nil {
 		logger.Fatal(err)

@@ -29,7 +29,9 @@ import (
 
 	"github.com/sidelane/sidelane/internal/agent"
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/agentapi/unixhttp"
 	"github.com/sidelane/sidelane/internal/benchreport"
+	"github.com/sidelane/sidelane/internal/cnirpc"
 	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/redirect"
 )
@@ -57,7 +59,7 @@ func Child(dir string) error {
 	cfg, err := agent.RunFlags([]string{"--node-name=" + node, "--cni-conf-dir", conf, "--cni-bin-dir", bin,
 		"--plugin-binary", filepath.Join(dir, "sidelane-cni"), "--install-state-dir", filepath.Join(dir, "istate"),
 		"--state-dir", filepath.Join(dir, "state"), "--socket", filepath.Join(dir, "agent.sock"), "--listen=off",
-		"--plugin-service-account=", "--repair-mode=off", "--on-exit=uninstall", "--log-level=error"}, io.Discard)
+		"--repair-mode=off", "--on-exit=uninstall", "--log-level=error"}, io.Discard)
 	if err != nil {
 		return fmt.Errorf("agent flags: %w", err)
 	}
@@ -100,7 +102,7 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 		cmd.Wait()
 	}()
 	sock := filepath.Join(dir, "agent.sock")
-	hc := agentapi.UnixClient(sock, 5*time.Second)
+	hc := unixhttp.Client(sock, 5*time.Second)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := hc.Get("http://agent" + agentapi.PathReadyz)
@@ -125,7 +127,7 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 			r.State, r.Reason, r.Backend, r.Settings = agentapi.StateCaptured, "", contract.BackendNFTables, &settings
 			r.Rules = []string{"table ip sidelane", "chain prerouting", "tcp redirect to :15006"}
 		}
-		if err := agentapi.SendReport(ctx, sock, r, 5*time.Second); err != nil {
+		if _, err := cnirpc.Call(ctx, sock, cnirpc.Request{Op: cnirpc.OpReport, Report: &r}, 5*time.Second); err != nil {
 			return nil, fmt.Errorf("agent bench: report %s: %w", p.Name, err)
 		}
 	}

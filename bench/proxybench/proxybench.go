@@ -238,11 +238,11 @@ func (e *env) setup(ctx context.Context, cfg benchreport.Config) error {
 		return err
 	}
 	e.closers = append(e.closers, func() { logf.Close() })
-	if err := e.start(ctx, tSidelane, logf, proxyBin, "-access-log=true"); err != nil {
+	if err := e.start(ctx, tSidelane, logf, proxyBin, "-access-log=true", "-concurrency", strconv.Itoa(Threads)); err != nil {
 		return err
 	}
 	hacfg := filepath.Join(e.rt, "haproxy.cfg")
-	if err := os.WriteFile(hacfg, []byte(haproxyConfig), 0o644); err != nil {
+	if err := os.WriteFile(hacfg, []byte(fmt.Sprintf(haproxyConfig, Threads)), 0o644); err != nil {
 		return err
 	}
 	if err := e.start(ctx, tHAProxy, logf, "haproxy", "-db", "-f", hacfg); err != nil {
@@ -257,8 +257,13 @@ func (e *env) setup(ctx context.Context, cfg benchreport.Config) error {
 	return nil
 }
 
+// Threads is the thread count of both proxies: sidelane-proxy's -concurrency and haproxy's
+// nbthread, so that they are compared at the same parallelism (a sidecar's default).
+var Threads = 2
+
 const haproxyConfig = `global
 	maxconn 4096
+	nbthread %d
 defaults
 	mode http
 	timeout connect 5s
@@ -664,7 +669,7 @@ func (r *results) rows() []benchreport.Row {
 	})
 
 	// Added latency at 1000 req/s.
-	for _, p := range []float64{50, 90, 99} {
+	for _, p := range []float64{50, 90, 99, 99.9} {
 		added := func(t string) []float64 {
 			var out []float64
 			for i := range min(len(r.lat[t]), len(r.lat[tDirect])) {
@@ -678,9 +683,14 @@ func (r *results) rows() []benchreport.Row {
 			Ours: am, OursMin: alo, OursMax: ahi, Peer: tHAProxy, PeerVal: median(added(tHAProxy)),
 			Note: fmt.Sprintf("proxy p%g minus direct p%g in the same round; ReverseProxy adds %.3f ms; %s", p, p, median(added(tRP)), n),
 		}
-		if p == 50 {
+		switch p {
+		case 50:
 			row.Target = "≤ 0.25 ms"
 			row.Pass = benchreport.Pass(am <= 0.25)
+		case 99.9:
+			hm := median(added(tHAProxy))
+			row.Target = "≤ haproxy"
+			row.Pass = benchreport.Pass(am <= hm)
 		}
 		rows = append(rows, row)
 	}
@@ -693,6 +703,13 @@ func (r *results) rows() []benchreport.Row {
 		Ours: cm, OursMin: clo, OursMax: chi, Peer: tHAProxy, PeerVal: median(cpu(tHAProxy)),
 		Target: "≤ 40 µs", Pass: benchreport.Pass(cm > 0 && cm <= 40),
 		Note: "utime+stime from /proc/<pid>/stat over the wrk run / requests; " + n,
+	})
+	cr0, crlo0, crhi0 := spread(ratios(cpu(tSidelane), cpu(tHAProxy)))
+	rows = append(rows, benchreport.Row{
+		Area: "proxy", Name: fmt.Sprintf("proxy CPU per request vs haproxy, both at %d threads", Threads), Unit: "x",
+		Ours: cr0, OursMin: crlo0, OursMax: crhi0, Peer: tHAProxy, PeerVal: 1,
+		Ratio: cr0, RatioMin: crlo0, RatioMax: crhi0, Target: "≤ 1.0x", Pass: benchreport.Pass(cr0 > 0 && cr0 <= 1),
+		Note: fmt.Sprintf("per-round ratio sidelane-proxy/haproxy; -concurrency %d, nbthread %d; %s", Threads, Threads, n),
 	})
 	// The ceiling the machine puts on the throughput ratio: with both cores busy, a request
 	// through a proxy costs the direct path's CPU time plus the proxy's.

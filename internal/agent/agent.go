@@ -14,11 +14,8 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -59,11 +56,8 @@ type Config struct {
 	// Backend is the plugin's configured backend, used for pods recorded without one.
 	Backend  string
 	Excluded []string
-	// Install configures the plugin install (conf/bin dirs, binary, plugin config, kubeconfig).
+	// Install configures the plugin install (conf/bin dirs, binary, plugin config).
 	Install install.Config
-	// PluginServiceAccount is the namespace/name whose tokens the plugin's kubeconfig carries
-	// (minted with TokenRequest); empty: no kubeconfig is written.
-	PluginServiceAccount string
 	// OnExit is OnExitAuto, OnExitUninstall or OnExitKeep.
 	OnExit string
 	// PodNamespace and PodName are the agent's own pod (downward API), for OnExitAuto.
@@ -73,8 +67,6 @@ type Config struct {
 	// MaxRecords bounds the record.
 	MaxRecords int
 	Log        *slog.Logger
-
-	pluginKubeconfig string
 }
 
 // KubeClient returns a clientset for kubeconfig (empty: in-cluster).
@@ -97,24 +89,6 @@ func KubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	return cs, nil
 }
 
-// MintToken returns a TokenRequest-based token source for the service account "ns/name".
-func MintToken(client kubernetes.Interface, sa string, lifetime time.Duration) (func(ctx context.Context) (string, time.Time, error), error) {
-	ns, name, ok := strings.Cut(sa, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return nil, fmt.Errorf("service account %q: want namespace/name", sa)
-	}
-	secs := int64(lifetime.Seconds())
-	return func(ctx context.Context) (string, time.Time, error) {
-		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
-			Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &secs},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return "", time.Time{}, fmt.Errorf("token for service account %s: %w", sa, err)
-		}
-		return tr.Status.Token, tr.Status.ExpirationTimestamp.Time, nil
-	}, nil
-}
-
 // Run is the DaemonSet: everything until ctx ends (or a part fails), then uninstall or keep
 // the plugin as cfg.OnExit says.
 func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
@@ -130,13 +104,6 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		return err
 	}
 	icfg := cfg.Install
-	if cfg.PluginServiceAccount != "" {
-		mint, err := MintToken(client, cfg.PluginServiceAccount, time.Hour)
-		if err != nil {
-			return err
-		}
-		icfg.Kubeconfig = &install.KubeconfigSource{Path: cfg.pluginKubeconfig, MintToken: mint}
-	}
 	watcher, err := install.NewWatcher(icfg, log.With("component", "install"))
 	if err != nil {
 		return err
@@ -149,7 +116,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		return out
 	}, func() metrics.InstallStats {
 		s := watcher.Stats()
-		return metrics.InstallStats{Writes: s.Writes, Overwrites: s.Overwrites, Fights: s.Fights, Errors: s.Errors, TokenRefreshes: s.TokenRefreshes, Fighting: s.Fighting}
+		return metrics.InstallStats{Writes: s.Writes, Overwrites: s.Overwrites, Fights: s.Fights, Errors: s.Errors, Fighting: s.Fighting}
 	})
 	engine := &inspect.Capture{}
 	event, stopEvents := podwatch.Events(client, cfg.Node)
@@ -168,6 +135,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 	pw := podwatch.NewWatcher()
 	pw.Client, pw.Node, pw.Excluded, pw.Store, pw.Interval = client, cfg.Node, cfg.Excluded, store, cfg.RepairInterval
 	pw.Log = log.With("component", "podwatch")
+	pw.OnMiss = func(reason string) { m.CacheMisses.WithLabelValues(reason).Inc() }
 	pw.Check = func(ctx context.Context, p record.PodInfo) (time.Duration, error) {
 		res, err := rep.Check(ctx, p)
 		return res.RetryAfter, err
@@ -189,6 +157,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 				pw.Enqueue(r.Namespace, r.Name)
 			}
 		},
+		Decider: pw.Decide,
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -209,7 +178,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 	if err != nil {
 		return err
 	}
-	start("unix API", func(ctx context.Context) error { return server.Serve(ctx, ul, srv.UnixHandler()) })
+	start("unix API", func(ctx context.Context) error { return srv.ServeUnix(ctx, ul, srv.UnixHandler()) })
 	if len(tcp) > 0 {
 		h := srv.TCPHandler(auth.New(client, cfg.AuthCacheTTL))
 		for _, tl := range tcp {

@@ -26,6 +26,8 @@ import (
 
 	"github.com/sidelane/sidelane/install"
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/agentapi/unixhttp"
+	"github.com/sidelane/sidelane/internal/cnirpc"
 	"github.com/sidelane/sidelane/internal/contract"
 )
 
@@ -118,11 +120,18 @@ func TestRun(t *testing.T) {
 		Spec:   corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "app"}, {Name: contract.ProxyContainerName}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
 	}
-	client := fake.NewClientset(early)
+	// An injected pod whose sandbox is being set up (no IP yet): the plugin asks about it.
+	pending := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "pending", UID: "uid-pending",
+			Annotations: map[string]string{contract.StatusAnnotation: `{"containers":["sidelane-proxy"]}`}},
+		Spec:   corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "app"}, {Name: contract.ProxyContainerName}}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	client := fake.NewClientset(early, pending)
 
 	cfg, err := RunFlags([]string{"--node-name=n1", "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--plugin-binary", src,
 		"--install-state-dir", filepath.Join(dir, "istate"), "--state-dir", filepath.Join(dir, "state"), "--socket", sock,
-		"--listen=127.0.0.1:0", "--plugin-service-account=", "--log-level=error", "--delete-after=0s"}, io.Discard)
+		"--listen=127.0.0.1:0", "--log-level=error", "--delete-after=0s"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +154,7 @@ func TestRun(t *testing.T) {
 	}
 	t.Cleanup(func() { stopAgent() })
 
-	hc := agentapi.UnixClient(sock, 5*time.Second)
+	hc := unixhttp.Client(sock, 5*time.Second)
 	get := func(path string) (int, string) {
 		resp, err := hc.Get("http://agent" + path)
 		if err != nil {
@@ -180,8 +189,46 @@ func TestRun(t *testing.T) {
 		return apierrors.IsNotFound(err)
 	})
 
-	// Reports are recorded and listed.
-	if err := agentapi.SendReport(ctx, sock, agentapi.Report{Event: "ADD", Namespace: "app", Name: "web", ContainerID: "c1", State: "skipped", Reason: "not injected",
+	// The plugin's decision on the same socket (framed protocol): from the informer's cache,
+	// without a pod GET; a uid the cache does not know is a miss, answered by one GET and counted.
+	podGets := func() int {
+		n := 0
+		for _, a := range client.Actions() {
+			if a.GetVerb() == "get" && a.GetResource().Resource == "pods" {
+				n++
+			}
+		}
+		return n
+	}
+	decide := func(name, uid string) (*cnirpc.Decision, error) {
+		resp, err := cnirpc.Call(ctx, sock, cnirpc.Request{Op: cnirpc.OpDecide,
+			Decide: &cnirpc.DecideRequest{Namespace: "app", Name: name, UID: uid, SandboxIPs: []string{"10.0.0.9", "fd00::9"}}}, 5*time.Second)
+		return resp.Decision, err
+	}
+	getsBefore := podGets()
+	d, err := decide("pending", "uid-pending")
+	if err != nil || !d.Capture || d.CacheMiss || d.Settings == nil || d.UID != "uid-pending" || strings.Join(d.Families, ",") != "ipv4,ipv6" {
+		t.Fatalf("decision on a cache hit: %+v %v", d, err)
+	}
+	if n := podGets() - getsBefore; n != 0 {
+		t.Errorf("%d pod GETs on a cache hit, want 0", n)
+	}
+	if d, err = decide("pending", "uid-newer"); err != nil || !d.CacheMiss || d.UID != "uid-pending" {
+		t.Errorf("decision on a uid mismatch: %+v %v", d, err)
+	}
+	if n := podGets() - getsBefore; n != 1 {
+		t.Errorf("%d pod GETs after one miss, want 1", n)
+	}
+	if _, err := decide("ghost", ""); err == nil || !strings.Contains(err.Error(), "not in the agent's cache") {
+		t.Errorf("decision for an unknown pod: %v", err)
+	}
+
+	// Reports are recorded and listed: the framed protocol, and HTTP for older plugins.
+	if _, err := cnirpc.Call(ctx, sock, cnirpc.Request{Op: cnirpc.OpReport, Report: &agentapi.Report{Event: "ADD", Namespace: "app", Name: "old", ContainerID: "c0", State: "skipped",
+		Reason: "not injected", Time: time.Now(), Duration: time.Millisecond}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := unixhttp.PostReport(ctx, sock, agentapi.Report{Event: "ADD", Namespace: "app", Name: "web", ContainerID: "c1", State: "skipped", Reason: "not injected",
 		Time: time.Now(), Duration: time.Millisecond}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +241,8 @@ func TestRun(t *testing.T) {
 		t.Errorf("pod list %+v", list)
 	}
 	code, body = get("/metrics")
-	for _, want := range []string{"sidelane_agent_install_writes_total", `sidelane_agent_repairs_total{result="deleted"} 1`, `sidelane_agent_pods{state="skipped"} 1`} {
+	for _, want := range []string{"sidelane_agent_install_writes_total", `sidelane_agent_repairs_total{result="deleted"} 1`, `sidelane_agent_pods{state="skipped"} 2`,
+		`sidelane_agent_pod_cache_misses_total{reason="uid_mismatch"} 1`, `sidelane_agent_pod_cache_misses_total{reason="not_found"} 1`, `sidelane_agent_plugin_decisions_total{result="capture"} 2`} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
@@ -246,18 +294,6 @@ func TestExitMode(t *testing.T) {
 				t.Errorf("mode %v (%s), want %v (%s)", mode, why, tc.want, tc.why)
 			}
 		})
-	}
-}
-
-func TestMintToken(t *testing.T) {
-	for _, bad := range []string{"", "x", "/x", "x/", "a/b/c"} {
-		if _, err := MintToken(fake.NewClientset(), bad, time.Hour); err == nil {
-			t.Errorf("service account %q accepted", bad)
-		}
-	}
-	mint, err := MintToken(fake.NewClientset(), "sidelane-system/sidelane-cni", time.Hour)
-	if err != nil || mint == nil {
-		t.Fatal(err)
 	}
 }
 

@@ -24,7 +24,7 @@ commands:
              record and repair the node's pods; on SIGTERM uninstall when the DaemonSet is
              gone (--on-exit=auto), always (uninstall) or never (keep, --upgrade)
   install    install the plugin once (binary, conflist entry) and exit; no API server needed
-  uninstall  remove the plugin (conflist entry, binary, kubeconfig) and exit
+  uninstall  remove the plugin (conflist entry, binary) and exit
 
 Run 'sidelane-agent <command> -h' for the flags of a command.
 `
@@ -165,7 +165,7 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	var f installFlags
 	f.register(fs, true)
 	var cfg Config
-	var mode, excluded, logLevel, listen, pluginKubeconfig string
+	var mode, excluded, logLevel, listen string
 	fs.StringVar(&cfg.Node, "node-name", os.Getenv("NODE_NAME"), "this node's name (env NODE_NAME, from the downward API)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the agent (default: in-cluster)")
 	fs.StringVar(&cfg.Socket, "socket", contract.DefaultAgentSocket, "unix socket of the API (the plugin's agent_socket); its directory is made 0700")
@@ -182,8 +182,6 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&cfg.DeleteAfter, "delete-after", 30*time.Second, "in inplace mode, how long a pod's rules must have been missing with no netns found (or the apply failing) before the pod is deleted")
 	fs.StringVar(&cfg.Backend, "backend", contract.BackendAuto, "plugin backend written into the conflist: auto, nftables or iptables")
 	fs.StringVar(&excluded, "exclude-namespaces", strings.Join(contract.DefaultExcludeNamespaces, ","), "namespaces never captured (comma-separated)")
-	fs.StringVar(&cfg.PluginServiceAccount, "plugin-service-account", contract.SystemNamespace+"/sidelane-cni", `service account whose short-lived tokens the plugin's kubeconfig carries ("" writes no kubeconfig)`)
-	fs.StringVar(&pluginKubeconfig, "plugin-kubeconfig", "", "host path of the plugin's kubeconfig (default <cni-conf-dir>/"+contract.KubeconfigFile+")")
 	upgrade := fs.Bool("upgrade", false, "same as --on-exit=keep")
 	fs.StringVar(&cfg.OnExit, "on-exit", OnExitAuto, "when the agent stops: auto (uninstall only when its DaemonSet is gone or being deleted), uninstall, or keep")
 	fs.StringVar(&cfg.PodNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "the agent's own pod namespace (env POD_NAMESPACE), for --on-exit=auto")
@@ -240,12 +238,7 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	cfg.Install = f.config()
 	pc := install.DefaultPluginConfig()
 	pc["agent_socket"], pc["backend"], pc["exclude_namespaces"], pc["log_level"] = cfg.Socket, cfg.Backend, cfg.Excluded, logLevel
-	if pluginKubeconfig == "" {
-		pluginKubeconfig = filepath.Join(f.confDir, contract.KubeconfigFile)
-	}
-	pc["kubeconfig"] = pluginKubeconfig
 	cfg.Install.PluginConfig = pc
-	cfg.pluginKubeconfig = pluginKubeconfig
 	if cfg.Log, err = newLogger(stderr, logLevel); err != nil {
 		return cfg, usageError{err}
 	}

@@ -1,16 +1,11 @@
-// Package agentapi is the node agent's API (DESIGN.md "Node agent API"): the JSON types the
-// agent serves and the plugin reports, the paths, and a small client for the agent's unix
-// socket. The agent serves the same API over TCP behind Kubernetes authentication.
+// Package agentapi is the node agent's API (docs/design.md "Node agent API"): the JSON types the
+// agent serves and the plugin reports, and the paths. It holds plain values only (the CNI
+// plugin links it and must not link net/http); the HTTP client for the unix socket is in
+// agentapi/unixhttp, the plugin's framed protocol in cnirpc. The agent serves the same API over
+// TCP behind Kubernetes authentication.
 package agentapi
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/sidelane/sidelane/internal/redirect"
@@ -18,7 +13,7 @@ import (
 
 // Paths of the agent API.
 const (
-	PathReports = "/v1/reports"          // POST Report (plugin → agent, unix socket only)
+	PathReports = "/v1/reports"          // POST Report (unix socket only; plugins before the cnirpc protocol)
 	PathPods    = "/v1/pods"             // GET PodList
 	PathRules   = "/v1/pods/%s/%s/rules" // GET RulesView for namespace, name
 	PathMetrics = "/metrics"
@@ -97,44 +92,4 @@ type RulesView struct {
 // Error is the JSON body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
-}
-
-// UnixClient returns an HTTP client that talks to the agent's unix socket.
-func UnixClient(socket string, timeout time.Duration) *http.Client {
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", socket)
-			},
-			DisableKeepAlives: true,
-		},
-	}
-}
-
-// SendReport posts r to the agent on socket, waiting at most timeout. The plugin calls it best
-// effort: an error is logged, never returned to the runtime.
-func SendReport(ctx context.Context, socket string, r Report, timeout time.Duration) error {
-	body, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("encode report: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://sidelane-agent"+PathReports, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("report request: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := UnixClient(socket, timeout).Do(req)
-	if err != nil {
-		return fmt.Errorf("report to agent at %s: %w", socket, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("report to agent at %s: %s: %s", socket, resp.Status, bytes.TrimSpace(msg))
-	}
-	return nil
 }

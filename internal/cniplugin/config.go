@@ -34,9 +34,10 @@ var logLevels = []string{LevelDebug, LevelInfo, LevelWarn, LevelError}
 type Config struct {
 	types.PluginConf
 
-	// Kubeconfig is the kubeconfig the plugin uses to GET the pod.
+	// Kubeconfig is ignored: plugins before the agent protocol read the pod with it. An entry
+	// that still has it keeps working; the agent logs one warning (Warnings).
 	Kubeconfig string `json:"kubeconfig"`
-	// AgentSocket is the node agent's unix socket; reports are best effort.
+	// AgentSocket is the node agent's unix socket: decisions at ADD, reports (best effort).
 	AgentSocket string `json:"agent_socket"`
 	// ExcludeNamespaces are never captured. Absent: contract.DefaultExcludeNamespaces; an
 	// explicit empty list excludes nothing (the system namespace is still never failed).
@@ -78,9 +79,6 @@ func ParseConfig(data []byte) (*Config, error) {
 	if _, present := raw["exclude_namespaces"]; !present {
 		conf.ExcludeNamespaces = slices.Clone(contract.DefaultExcludeNamespaces)
 	}
-	if conf.Kubeconfig == "" {
-		conf.Kubeconfig = contract.DefaultKubeconfig
-	}
 	if conf.AgentSocket == "" {
 		conf.AgentSocket = contract.DefaultAgentSocket
 	}
@@ -113,7 +111,6 @@ func (c *Config) validate() error {
 		return &FieldError{Field: "type", Value: c.Type, Reason: fmt.Sprintf("want %q", contract.PluginType)}
 	}
 	for _, p := range []struct{ field, value string }{
-		{"kubeconfig", c.Kubeconfig},
 		{"agent_socket", c.AgentSocket},
 		{"state_dir", c.StateDir},
 	} {
@@ -143,4 +140,13 @@ func (c *Config) validate() error {
 // Sidelane system namespace is always excluded: the plugin never fails its own agent's pod.
 func (c *Config) Excluded(namespace string) bool {
 	return namespace == contract.SystemNamespace || slices.Contains(c.ExcludeNamespaces, namespace)
+}
+
+// Warnings name the configuration the plugin ignores; it passes them to the agent, which logs
+// each once.
+func (c *Config) Warnings() []string {
+	if c.Kubeconfig != "" {
+		return []string{fmt.Sprintf("conflist entry of %s: field \"kubeconfig\" (%s) is ignored: the plugin asks its node agent and holds no credential; the agent's next install rewrites the entry without it", contract.PluginType, c.Kubeconfig)}
+	}
+	return nil
 }

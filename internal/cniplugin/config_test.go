@@ -13,7 +13,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conf.Kubeconfig != contract.DefaultKubeconfig || conf.AgentSocket != contract.DefaultAgentSocket ||
+	if conf.Kubeconfig != "" || len(conf.Warnings()) != 0 || conf.AgentSocket != contract.DefaultAgentSocket ||
 		conf.Backend != contract.BackendAuto || conf.LogLevel != LevelInfo || conf.StateDir != DefaultStateDir {
 		t.Errorf("defaults not applied: %+v", conf)
 	}
@@ -36,6 +36,10 @@ func TestParseConfigExplicit(t *testing.T) {
 		conf.LogLevel != "debug" || conf.StateDir != "/tmp/st" || len(conf.ExcludeNamespaces) != 0 {
 		t.Errorf("explicit values not kept: %+v", conf)
 	}
+	// The legacy kubeconfig field is kept (ignored) and named in a warning for the agent.
+	if w := conf.Warnings(); len(w) != 1 || !strings.Contains(w[0], `"kubeconfig" (/k/kc) is ignored`) {
+		t.Errorf("warnings %q, want one about the ignored kubeconfig", w)
+	}
 	// An explicit empty list excludes nothing, except the system namespace, always.
 	if conf.Excluded("kube-system") || !conf.Excluded(contract.SystemNamespace) {
 		t.Errorf("Excluded: kube-system %v, %s %v", conf.Excluded("kube-system"), contract.SystemNamespace, conf.Excluded(contract.SystemNamespace))
@@ -52,7 +56,6 @@ func TestParseConfigErrors(t *testing.T) {
 		{"no version", `{"name":"k8s","type":"sidelane-cni"}`, []string{`"cniVersion"`, "required"}},
 		{"bad version", `{"cniVersion":"one","type":"sidelane-cni"}`, []string{`"cniVersion"`, `"one"`}},
 		{"wrong type", `{"cniVersion":"1.0.0","type":"portmap"}`, []string{`"type"`, `"portmap"`, "sidelane-cni"}},
-		{"relative kubeconfig", `{` + base + `,"kubeconfig":"kc"}`, []string{`"kubeconfig"`, `"kc"`, "absolute"}},
 		{"relative socket", `{` + base + `,"agent_socket":"a.sock"}`, []string{`"agent_socket"`, `"a.sock"`}},
 		{"relative state dir", `{` + base + `,"state_dir":"st"}`, []string{`"state_dir"`, `"st"`}},
 		{"bad namespace", `{` + base + `,"exclude_namespaces":["ok","Not_OK"]}`, []string{`"exclude_namespaces[1]"`, `"Not_OK"`}},

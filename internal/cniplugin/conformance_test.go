@@ -1,9 +1,10 @@
 package cniplugin_test
 
 // Conformance tests: the real sidelane-cni binary, chained after the real bridge and host-local
-// plugins, driven by libcni in real network namespaces, with the pod served by a small stand-in
-// for the API server. Everything runs inside a test-owned "host" network namespace so that the
-// bridge, its addresses and the stand-in API server never touch the machine's own network.
+// plugins, driven by libcni in real network namespaces, with the decisions answered by a stand-in
+// node agent on a unix socket (the real protocol, cnitest.Agent). Everything runs inside a
+// test-owned "host" network namespace so that the bridge and its addresses never touch the
+// machine's own network.
 
 import (
 	"bytes"
@@ -12,8 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,7 +62,7 @@ type Pod = cnitest.Pod
 
 var Injected = cnitest.Injected
 
-// env is one test's world: a host netns with the bridge and the stand-in API server.
+// env is one test's world: a host netns with the bridge, and the stand-in agent on its socket.
 type env struct {
 	*cnitest.Host
 	t testing.TB
@@ -75,7 +74,13 @@ func newEnv(t testing.TB) *env {
 	if binDir == "" {
 		t.Fatal("plugins not built (TestMain)")
 	}
-	h, err := cnitest.NewHost(t.TempDir(), binDir)
+	// A short scratch dir: the agent's unix socket lives there.
+	dir, err := os.MkdirTemp("", "slcni")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	h, err := cnitest.NewHost(dir, binDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,14 +91,6 @@ func newEnv(t testing.TB) *env {
 		}
 	})
 	return &env{Host: h, t: t}
-}
-
-func (e *env) writeKubeconfig(name, server string) string {
-	path, err := e.WriteKubeconfig(name, server)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return path
 }
 
 func (e *env) conflist(version, backend string, fields map[string]any) *libcni.NetworkConfigList {
@@ -242,7 +239,7 @@ func TestChainAddCheckDel(t *testing.T) {
 			t.Run(backend+"/"+version, func(t *testing.T) {
 				e := newEnv(t)
 				podSpec := Injected("shop", "cart", map[string]string{contract.AnnotationExcludeInboundPorts: "8081"})
-				e.API.Put(podSpec)
+				e.Agent.Put(podSpec)
 				list := e.conflist(version, backend, nil)
 				p := e.newPod("shop", "cart")
 				want := expected(t, backend, podSpec.Annotations)
@@ -313,7 +310,7 @@ func TestChainNotCaptured(t *testing.T) {
 	plain := Pod{Namespace: "shop", Name: "plain", Containers: []string{"app"}}
 	system := Injected("kube-system", "dns", nil)
 	for _, p := range []Pod{optedOut, annOut, noProxy, plain, system} {
-		e.API.Put(p)
+		e.Agent.Put(p)
 	}
 	list := e.conflist("1.0.0", contract.BackendNFTables, nil)
 	for _, tc := range []struct{ ns, name string }{
@@ -340,7 +337,7 @@ func TestChainNotCaptured(t *testing.T) {
 	// Native sidecar: captured.
 	native := Injected("shop", "native", nil)
 	native.Containers, native.NativeSidecars = []string{"app"}, []string{contract.ProxyContainerName}
-	e.API.Put(native)
+	e.Agent.Put(native)
 	p := e.newPod("shop", "native")
 	if _, err := e.add(list, p); err != nil {
 		t.Fatal(err)
@@ -355,7 +352,7 @@ func TestChainBadAnnotation(t *testing.T) {
 	for _, backend := range []string{contract.BackendNFTables, contract.BackendIPTables} {
 		t.Run(backend, func(t *testing.T) {
 			e := newEnv(t)
-			e.API.Put(Injected("shop", "bad", map[string]string{contract.AnnotationExcludeOutboundCIDRs: "10.0.0.0/33"}))
+			e.Agent.Put(Injected("shop", "bad", map[string]string{contract.AnnotationExcludeOutboundCIDRs: "10.0.0.0/33"}))
 			list := e.conflist("1.0.0", backend, nil)
 			p := e.newPod("shop", "bad")
 			_, err := e.add(list, p)
@@ -375,35 +372,54 @@ func TestChainBadAnnotation(t *testing.T) {
 	}
 }
 
-func TestChainAPIServerDown(t *testing.T) {
+// TestChainAgentDown: with the node agent not answering, an injected pod's ADD fails with CNI
+// error 11 naming the socket and leaves nothing in its netns; pods of excluded namespaces start;
+// once the agent is back the retried ADD captures the pod.
+func TestChainAgentDown(t *testing.T) {
 	e := newEnv(t)
-	var addr string
-	if err := e.inHost(func() error {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		addr = l.Addr().String()
-		return l.Close()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	list := e.conflist("1.0.0", contract.BackendNFTables, map[string]any{"kubeconfig": e.writeKubeconfig("down", "http://"+addr)})
+	e.Agent.Put(Injected("shop", "cart", nil))
+	e.Agent.Down()
+	list := e.conflist("1.0.0", contract.BackendNFTables, nil)
 	p := e.newPod("shop", "cart")
 	_, err := e.add(list, p)
-	if err == nil || !strings.Contains(err.Error(), "shop/cart") || !strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), addr) {
-		t.Fatalf("ADD with the API server down: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "shop/cart") || !strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), e.AgentSock) {
+		t.Fatalf("ADD with the agent down: %v, want an error naming the pod and %s", err, e.AgentSock)
 	}
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
 		t.Errorf("error code: %v, want %d (try again later)", err, types.ErrTryAgainLater)
 	}
-	// The system namespace does not need the API server.
-	sys := e.newPod(contract.SystemNamespace, "agent")
-	if _, err := e.add(list, sys); err != nil {
-		t.Fatalf("ADD of the agent's own pod with the API server down: %v", err)
+	if got := live(t, contract.BackendNFTables, p); len(got) != 0 {
+		t.Errorf("rules in the netns after the failed ADD: %v", got)
 	}
-	for _, p := range []*pod{p, sys} {
+	if entries, _ := os.ReadDir(e.StateDir); len(entries) != 0 {
+		t.Errorf("state after the failed ADD: %v", entries)
+	}
+	// The runtime cleans the failed attempt up (DEL) and retries.
+	if err := e.del(list, p); err != nil {
+		t.Fatalf("DEL after the failed ADD: %v", err)
+	}
+	// Excluded namespaces, and the agent's own, do not need the agent.
+	var others []*pod
+	for _, ns := range []string{"kube-system", contract.SystemNamespace} {
+		o := e.newPod(ns, "x")
+		if _, err := e.add(list, o); err != nil {
+			t.Fatalf("ADD in excluded namespace %s with the agent down: %v", ns, err)
+		}
+		others = append(others, o)
+	}
+	// The agent is back: the retried ADD captures the pod.
+	if err := e.Agent.Up(); err != nil {
+		t.Fatal(err)
+	}
+	p = e.newPod("shop", "cart")
+	if _, err := e.add(list, p); err != nil {
+		t.Fatalf("ADD once the agent is back: %v", err)
+	}
+	if d := rules.Diff(expected(t, contract.BackendNFTables, Injected("", "", nil).Annotations), live(t, contract.BackendNFTables, p)); len(d) > 0 {
+		t.Errorf("rules after the retried ADD differ: %v", d)
+	}
+	for _, p := range append(others, p) {
 		if err := e.del(list, p); err != nil {
 			t.Fatal(err)
 		}
@@ -412,16 +428,17 @@ func TestChainAPIServerDown(t *testing.T) {
 
 func TestChainStatusAndGC(t *testing.T) {
 	e := newEnv(t)
-	e.API.Put(Injected("shop", "a", nil))
-	e.API.Put(Injected("shop", "b", nil))
+	e.Agent.Put(Injected("shop", "a", nil))
+	e.Agent.Put(Injected("shop", "b", nil))
 	list := e.conflist("1.1.0", contract.BackendNFTables, nil)
 	if err := e.inHost(func() error { return e.CNI.GetStatusNetworkList(ctx(t), list) }); err != nil {
 		t.Fatalf("STATUS: %v", err)
 	}
-	missing := e.conflist("1.1.0", contract.BackendNFTables, map[string]any{"kubeconfig": filepath.Join(e.Dir, "nope")})
+	missing := e.conflist("1.1.0", contract.BackendNFTables, map[string]any{"agent_socket": filepath.Join(e.Dir, "nope.sock")})
 	err := e.inHost(func() error { return e.CNI.GetStatusNetworkList(ctx(t), missing) })
-	if err == nil || !strings.Contains(err.Error(), "nope") {
-		t.Fatalf("STATUS without kubeconfig: %v", err)
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), "nope.sock") {
+		t.Fatalf("STATUS without an agent: %v, want error 50 naming the socket", err)
 	}
 	a, b := e.newPod("shop", "a"), e.newPod("shop", "b")
 	for _, p := range []*pod{a, b} {
@@ -452,47 +469,10 @@ func TestChainStatusAndGC(t *testing.T) {
 	}
 }
 
-// agent is a test node agent on a unix socket, collecting reports.
-type agent struct {
-	mu      sync.Mutex
-	reports []agentapi.Report
-}
-
-func (a *agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != agentapi.PathReports || r.Method != http.MethodPost {
-		http.NotFound(w, r)
-		return
-	}
-	var rep agentapi.Report
-	if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	a.mu.Lock()
-	a.reports = append(a.reports, rep)
-	a.mu.Unlock()
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (a *agent) snapshot() []agentapi.Report {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]agentapi.Report(nil), a.reports...)
-}
-
 func TestAgentReports(t *testing.T) {
 	e := newEnv(t)
-	l, err := net.Listen("unix", e.AgentSock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ag := &agent{}
-	srv := &http.Server{Handler: ag}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-
-	e.API.Put(Injected("shop", "cart", nil))
-	e.API.Put(Injected("shop", "bad", map[string]string{contract.AnnotationProxyUID: "-1"}))
+	e.Agent.Put(Injected("shop", "cart", nil))
+	e.Agent.Put(Injected("shop", "bad", map[string]string{contract.AnnotationProxyUID: "-1"}))
 	list := e.conflist("1.0.0", contract.BackendNFTables, nil)
 	p, bad := e.newPod("shop", "cart"), e.newPod("shop", "bad")
 	res, err := e.add(list, p)
@@ -508,7 +488,7 @@ func TestAgentReports(t *testing.T) {
 		}
 	}
 	r, _ := current.NewResultFromResult(res)
-	reports := ag.snapshot()
+	_, reports, _ := e.Agent.Snapshot()
 	find := func(event, name string) agentapi.Report {
 		for _, r := range reports {
 			if r.Event == event && r.Name == name {
@@ -544,7 +524,7 @@ func TestConcurrentAdds(t *testing.T) {
 	pods := make([]*pod, n)
 	for i := range pods {
 		name := fmt.Sprintf("web-%d", i)
-		e.API.Put(Injected("shop", name, nil))
+		e.Agent.Put(Injected("shop", name, nil))
 		pods[i] = e.newPod("shop", name)
 	}
 	errs := make([]error, n)

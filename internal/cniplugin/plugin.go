@@ -1,13 +1,14 @@
-// Package cniplugin is the chained CNI plugin sidelane-cni: on ADD it looks the pod up in the
-// API server and, when the pod carries the Sidelane sidecar, installs the redirect rules in the
-// pod's network namespace (internal/rules, internal/capture); CHECK compares the live rules with
-// the expected ones, DEL removes them, STATUS and GC follow CNI 1.1. Every command reports to the
-// node agent, best effort.
+// Package cniplugin is the chained CNI plugin sidelane-cni: on ADD it asks the node agent on its
+// unix socket (package cnirpc) whether to capture the pod and with which settings and IP
+// families, and when the answer is yes installs the redirect rules in the pod's network
+// namespace (internal/rules, internal/capture); CHECK compares the live rules with the expected
+// ones, DEL removes them, STATUS (is the agent answering?) and GC follow CNI 1.1. Every command
+// reports to the agent, best effort. The plugin holds no credential and never talks to the API
+// server; it links neither net/http nor crypto/tls nor client-go (a test checks).
 //
 // The plugin is chained: it requires prevResult and prints it back unchanged, so stdout carries
-// only the CNI result. Logs go to stderr at the configured level. The capture decision (selection.Decide)
-// is a pure function of the pod's plain facts; everything that touches the outside world
-// (API server, netns, backends, agent) sits behind the fields of Plugin so that unit tests can
+// only the CNI result. Logs go to stderr at the configured level. Everything that touches the
+// outside world (agent, netns, backends) sits behind the fields of Plugin so that unit tests can
 // replace it.
 package cniplugin
 
@@ -17,7 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,10 +29,8 @@ import (
 
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/capture"
-	"github.com/sidelane/sidelane/internal/podinfo"
-	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/cnirpc"
 	"github.com/sidelane/sidelane/internal/rules"
-	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // About is the plugin's self-description (printed when run without CNI_COMMAND).
@@ -47,14 +46,16 @@ type Plugin struct {
 	NewBackend func(name string) (capture.Backend, error)
 	// InNetns runs fn inside the network namespace at path (capture.InNetns).
 	InNetns func(path string, fn func() error) error
-	// LookupPod GETs the pod from the API server with the kubeconfig.
-	LookupPod func(ctx context.Context, kubeconfig, namespace, name string) (podinfo.Pod, error)
-	// Report sends a report to the agent's socket (agentapi.SendReport with ReportTimeout).
-	Report func(ctx context.Context, socket string, r agentapi.Report) error
-	// ReportTimeout bounds the wait for the agent.
+	// Agent sends one request to the node agent on socket and waits at most timeout for the
+	// answer (cnirpc.Call).
+	Agent func(ctx context.Context, socket string, req cnirpc.Request, timeout time.Duration) (cnirpc.Response, error)
+	// DecideTimeout bounds the wait for the agent's decision at ADD (the agent's own API
+	// lookup on a cache miss is bounded below it).
+	DecideTimeout time.Duration
+	// ReportTimeout bounds the wait for the agent to take a report (best effort).
 	ReportTimeout time.Duration
-	// LookupTimeout bounds the whole pod lookup, retries included.
-	LookupTimeout time.Duration
+	// StatusTimeout bounds STATUS's ping of the agent.
+	StatusTimeout time.Duration
 	// Now is the clock.
 	Now func() time.Time
 }
@@ -66,22 +67,18 @@ func New(stdout, stderr io.Writer) *Plugin {
 		Stdout:        stdout,
 		NewBackend:    capture.New,
 		InNetns:       capture.InNetns,
+		Agent:         cnirpc.Call,
+		DecideTimeout: DefaultDecideTimeout,
 		ReportTimeout: time.Second,
-		LookupTimeout: 15 * time.Second,
+		StatusTimeout: time.Second,
 		Now:           time.Now,
-	}
-	p.LookupPod = func(ctx context.Context, kubeconfig, namespace, name string) (podinfo.Pod, error) {
-		c, err := podinfo.NewClient(kubeconfig, podinfo.Options{})
-		if err != nil {
-			return podinfo.Pod{}, err
-		}
-		return c.Get(ctx, namespace, name)
-	}
-	p.Report = func(ctx context.Context, socket string, r agentapi.Report) error {
-		return agentapi.SendReport(ctx, socket, r, p.ReportTimeout)
 	}
 	return p
 }
+
+// DefaultDecideTimeout is how long ADD waits for the agent's decision before it fails with
+// CNI error 11 (the runtime retries). The agent bounds its own API lookup below it.
+const DefaultDecideTimeout = 5 * time.Second
 
 // Funcs returns the plugin's commands for skel.PluginMainFuncs.
 func (p *Plugin) Funcs() skel.CNIFuncs {
@@ -155,7 +152,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	log := p.logger(conf.LogLevel, "ADD", args)
 	id := ParsePodIdentity(args.Args)
-	podIPs, v6 := resultIPs(conf.PrevResult)
+	podIPs := sandboxIPs(conf.PrevResult, args.IfName)
 	report := agentapi.Report{
 		Event: agentapi.EventAdd, Namespace: id.Namespace, Name: id.Name, UID: id.UID,
 		ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, PodIPs: podIPs,
@@ -174,6 +171,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		p.sendReport(conf, log, report, start)
 		return err
 	}
+	tryAgain := func(format string, a ...any) error {
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sidelane-cni: pod %s/%s: ", id.Namespace, id.Name)+fmt.Sprintf(format, a...), "")
+	}
 
 	if id.Namespace == "" || id.Name == "" {
 		return pass("", "no pod identity in CNI_ARGS")
@@ -181,43 +181,59 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if conf.Excluded(id.Namespace) {
 		return pass(agentapi.StateSkipped, "namespace "+id.Namespace+" is excluded")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.LookupTimeout)
-	lookupStart := p.Now()
-	pod, err := p.LookupPod(ctx, conf.Kubeconfig, id.Namespace, id.Name)
-	lookupTook := p.Now().Sub(lookupStart)
-	cancel()
+	decideStart := p.Now()
+	resp, err := p.Agent(context.Background(), conf.AgentSocket, cnirpc.Request{
+		Op:       cnirpc.OpDecide,
+		Decide:   &cnirpc.DecideRequest{Namespace: id.Namespace, Name: id.Name, UID: id.UID, SandboxIPs: podIPs},
+		Warnings: conf.Warnings(),
+	}, p.DecideTimeout)
+	decideTook := p.Now().Sub(decideStart)
 	if err != nil {
-		return fail(types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sidelane-cni: cannot decide whether to capture pod %s/%s: %v", id.Namespace, id.Name, err), ""))
+		unreachable := errors.Is(err, cnirpc.ErrUnreachable)
+		err = tryAgain("cannot decide whether to capture: %v", err)
+		if unreachable {
+			// Nobody to report to: fail fast and leave the retry to the runtime.
+			log.Error("ADD failed", "pod", id.Namespace+"/"+id.Name, "error", err)
+			return err
+		}
+		return fail(err)
 	}
-	if id.UID != "" && pod.UID != "" && pod.UID != id.UID {
-		return fail(types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sidelane-cni: pod %s/%s: the API server has uid %s, the runtime asks for uid %s (pod replaced)", id.Namespace, id.Name, pod.UID, id.UID), ""))
+	dec := resp.Decision
+	if dec == nil {
+		return fail(tryAgain("the node agent at %s answered without a decision", conf.AgentSocket))
 	}
-	dec := selection.Decide(selection.PodFacts{
-		Namespace: pod.Namespace, Labels: pod.Labels, Annotations: pod.Annotations,
-		Containers: pod.Containers, NativeSidecars: pod.NativeSidecars,
-	}, conf.Excluded)
+	if id.UID != "" && dec.UID != "" && dec.UID != id.UID {
+		return fail(tryAgain("the node agent knows uid %s, the runtime asks for uid %s (pod replaced)", dec.UID, id.UID))
+	}
 	if !dec.Capture {
 		return pass(agentapi.StateSkipped, dec.Reason)
 	}
-	settings, err := redirect.FromAnnotations(pod.Annotations)
+	if dec.Invalid != "" {
+		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %s", id.Namespace, id.Name, dec.Invalid))
+	}
+	if dec.Settings == nil {
+		return fail(tryAgain("the node agent at %s answered capture without redirect settings", conf.AgentSocket))
+	}
+	settings := *dec.Settings
+	fams, err := parseFamilies(dec.Families)
 	if err != nil {
-		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %w", id.Namespace, id.Name, err))
+		return fail(tryAgain("the node agent at %s answered: %v", conf.AgentSocket, err))
 	}
+	v6 := slices.Contains(fams, rules.IPv6)
 	report.Settings = &settings
-	for _, ip := range pod.PodIPs {
-		if a := net.ParseIP(ip); a != nil && a.To4() == nil {
-			v6 = true
-		}
-	}
 	backend, err := p.NewBackend(conf.Backend)
 	if err != nil {
 		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %w", id.Namespace, id.Name, err))
 	}
 	report.Backend = backend.Name()
-	rs := rules.Build(settings, families(v6)...)
+	rs := rules.Build(settings, fams...)
+	uid := dec.UID
+	if uid == "" {
+		uid = id.UID
+	}
 	st := State{
 		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
-		Namespace: id.Namespace, Name: id.Name, UID: pod.UID, Backend: backend.Name(),
+		Namespace: id.Namespace, Name: id.Name, UID: uid, Backend: backend.Name(),
 		IPv6: v6, Settings: settings, Time: p.Now().UTC(),
 	}
 	// The state is written first so that a DEL after a failed or interrupted ADD still knows
@@ -227,7 +243,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	applyStart := p.Now()
 	if err := p.InNetns(args.Netns, func() error { return backend.Apply(rs) }); err != nil {
-		cleanErr := p.InNetns(args.Netns, backend.Remove)
+		// Nothing can be left in a path that is not a network namespace (missing, a regular
+		// file, a directory): then the state goes too, without a removal.
+		var cleanErr error
+		if netnsExists(args.Netns) {
+			cleanErr = p.InNetns(args.Netns, backend.Remove)
+		}
 		if cleanErr == nil {
 			cleanErr = deleteState(conf.StateDir, args.ContainerID, args.IfName)
 		}
@@ -239,7 +260,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	report.State, report.Reason = agentapi.StateCaptured, dec.Reason
 	report.Rules = backend.Expected(rs)
 	log.Info("captured", "pod", id.Namespace+"/"+id.Name, "backend", backend.Name(), "ipv6", v6, "rules", len(report.Rules),
-		"lookup", lookupTook, "apply", p.Now().Sub(applyStart), "total", p.Now().Sub(start))
+		"decide", decideTook, "cacheMiss", dec.CacheMiss, "apply", p.Now().Sub(applyStart), "total", p.Now().Sub(start))
 	p.sendReport(conf, log, report, start)
 	return p.printResult(conf)
 }
@@ -278,7 +299,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	}); err != nil {
 		return fmt.Errorf("sidelane-cni CHECK: pod %s/%s: read %s rules: %w", st.Namespace, st.Name, backend.Name(), err)
 	}
-	podIPs, _ := resultIPs(conf.PrevResult)
+	podIPs := sandboxIPs(conf.PrevResult, args.IfName)
 	report := agentapi.Report{
 		Event: agentapi.EventCheck, Namespace: st.Namespace, Name: st.Name, UID: st.UID,
 		ContainerID: args.ContainerID, Netns: netns, IfName: args.IfName, PodIPs: podIPs,
@@ -369,13 +390,14 @@ func netnsExists(path string) bool {
 	return ns.IsNSorErr(path) == nil
 }
 
-// Status is CNI STATUS (1.1): the plugin is not ready without a readable kubeconfig.
+// Status is CNI STATUS (1.1): the plugin is not ready (error 50) while the node agent does not
+// answer on its socket, since every injected pod's ADD would fail.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return configError(err)
 	}
-	if err := podinfo.CheckKubeconfig(conf.Kubeconfig); err != nil {
+	if _, err := p.Agent(context.Background(), conf.AgentSocket, cnirpc.Request{Op: cnirpc.OpPing, Warnings: conf.Warnings()}, p.StatusTimeout); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "sidelane-cni not ready: "+err.Error(), "")
 	}
 	return nil
@@ -435,12 +457,12 @@ func (p *Plugin) printResult(conf *Config) error {
 func (p *Plugin) sendReport(conf *Config, log *slog.Logger, r agentapi.Report, start time.Time) {
 	r.Time = p.Now().UTC()
 	r.Duration = r.Time.Sub(start)
-	if err := p.Report(context.Background(), conf.AgentSocket, r); err != nil {
+	if _, err := p.Agent(context.Background(), conf.AgentSocket, cnirpc.Request{Op: cnirpc.OpReport, Report: &r}, p.ReportTimeout); err != nil {
 		log.Warn("node agent not told (best effort)", "error", err)
 	}
 }
 
-// families returns the IP families of the ruleset.
+// families returns the IP families of a state's ruleset.
 func families(v6 bool) []rules.Family {
 	if v6 {
 		return []rules.Family{rules.IPv4, rules.IPv6}
@@ -448,20 +470,44 @@ func families(v6 bool) []rules.Family {
 	return []rules.Family{rules.IPv4}
 }
 
-// resultIPs returns the addresses of a CNI result and whether one of them is IPv6.
-func resultIPs(r types.Result) (ips []string, v6 bool) {
+// parseFamilies reads the families of the agent's decision.
+func parseFamilies(names []string) ([]rules.Family, error) {
+	if len(names) == 0 {
+		return nil, errors.New("no IP families in the decision")
+	}
+	var out []rules.Family
+	for _, n := range names {
+		f, err := rules.ParseFamily(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// sandboxIPs returns the addresses of prevResult that belong to the sandbox interface ifName,
+// as the reference portmap plugin picks them: an address whose interface index names another
+// interface, or one outside the sandbox (a host-side veth), is skipped; an address without an
+// interface index is kept. These addresses are what rules.FamiliesFor decides on, here and in
+// the agent (which is told them in the report).
+func sandboxIPs(r types.Result, ifName string) []string {
 	if r == nil {
-		return nil, false
+		return nil
 	}
 	res, err := current.NewResultFromResult(r)
 	if err != nil {
-		return nil, false
+		return nil
 	}
+	var ips []string
 	for _, ip := range res.IPs {
-		ips = append(ips, ip.Address.IP.String())
-		if ip.Address.IP.To4() == nil {
-			v6 = true
+		if ip.Interface != nil {
+			i := *ip.Interface
+			if i >= 0 && i < len(res.Interfaces) && (res.Interfaces[i].Name != ifName || res.Interfaces[i].Sandbox == "") {
+				continue
+			}
 		}
+		ips = append(ips, ip.Address.IP.String())
 	}
-	return ips, v6
+	return ips
 }

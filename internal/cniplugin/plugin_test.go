@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,9 +20,10 @@ import (
 
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/capture"
+	"github.com/sidelane/sidelane/internal/cnirpc"
 	"github.com/sidelane/sidelane/internal/contract"
-	"github.com/sidelane/sidelane/internal/podinfo"
 	"github.com/sidelane/sidelane/internal/rules"
+	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // fakeBackend keeps "live" rules per netns path in memory.
@@ -62,27 +64,69 @@ func (b *fakeBackend) Live() ([]string, error) {
 }
 
 type harness struct {
-	t       *testing.T
-	p       *Plugin
-	world   *fakeWorld
-	pods    map[string]podinfo.Pod
-	lookErr error
-	reports []agentapi.Report
-	stdout  *bytes.Buffer
-	stderr  *bytes.Buffer
-	dir     string
-	netns   string
+	t      *testing.T
+	p      *Plugin
+	world  *fakeWorld
+	agent  *cnirpc.Fake // the stand-in agent on socket
+	socket string
+	seen   int // reports before this index are ignored by reports()
+	stdout *bytes.Buffer
+	stderr *bytes.Buffer
+	dir    string
+	netns  string
+}
+
+// testPod is a pod the stand-in agent knows.
+type testPod struct {
+	name, uid string
+	facts     selection.PodFacts
+}
+
+func (h *harness) addPod(p testPod) { h.agent.SetPod(p.name, p.uid, p.facts) }
+
+// reports returns the reports the agent received since the last mark.
+func (h *harness) reports() []agentapi.Report {
+	_, r, _ := h.agent.Snapshot()
+	return r[h.seen:]
+}
+
+func (h *harness) mark() {
+	_, r, _ := h.agent.Snapshot()
+	h.seen = len(r)
+}
+
+// agentDown points the plugin at a socket nobody listens on.
+func (h *harness) agentDown() { h.socket = filepath.Join(filepath.Dir(h.socket), "down.sock") }
+
+// serveAgent serves the stand-in agent on a unix socket for the test's lifetime.
+func serveAgent(t *testing.T, a *cnirpc.Fake) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "slcni")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "cni.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { cnirpc.Serve(ctx, l, a, time.Second); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; os.RemoveAll(dir) })
+	return sock
 }
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{
 		t:      t,
 		world:  &fakeWorld{live: map[string][]string{}},
-		pods:   map[string]podinfo.Pod{},
+		agent:  &cnirpc.Fake{Excluded: contract.DefaultExcludeNamespaces},
 		stdout: &bytes.Buffer{},
 		stderr: &bytes.Buffer{},
 		dir:    t.TempDir(),
 	}
+	h.socket = serveAgent(t, h.agent)
 	// A real (empty) file is enough for the fake; DEL's existence check needs a real netns, so
 	// DEL tests that expect a removal use the host's own netns path, read only by the fake.
 	h.netns = "/proc/self/ns/net"
@@ -101,33 +145,21 @@ func newHarness(t *testing.T) *harness {
 			h.world.current = path
 			return fn()
 		},
-		LookupPod: func(_ context.Context, kubeconfig, ns, name string) (podinfo.Pod, error) {
-			if h.lookErr != nil {
-				return podinfo.Pod{}, h.lookErr
-			}
-			p, ok := h.pods[ns+"/"+name]
-			if !ok {
-				return podinfo.Pod{}, fmt.Errorf("pod %s/%s not found", ns, name)
-			}
-			return p, nil
-		},
-		Report: func(_ context.Context, socket string, r agentapi.Report) error {
-			h.reports = append(h.reports, r)
-			return nil
-		},
+		Agent:         cnirpc.Call,
+		DecideTimeout: time.Second,
 		ReportTimeout: time.Second,
-		LookupTimeout: time.Second,
+		StatusTimeout: time.Second,
 		Now:           time.Now,
 	}
 	return h
 }
 
-func injectedPod(ns, name string, ann map[string]string) podinfo.Pod {
+func injectedPod(ns, name string, ann map[string]string) testPod {
 	a := map[string]string{contract.StatusAnnotation: `{"containers":["sidelane-proxy"],"version":"test"}`}
 	for k, v := range ann {
 		a[k] = v
 	}
-	return podinfo.Pod{Namespace: ns, Name: name, UID: "uid-" + name, Annotations: a, Containers: []string{"app", contract.ProxyContainerName}}
+	return testPod{name: name, uid: "uid-" + name, facts: selection.PodFacts{Namespace: ns, Annotations: a, Containers: []string{"app", contract.ProxyContainerName}}}
 }
 
 func prevResult(version string, v6 bool) string {
@@ -145,7 +177,7 @@ func prevResult(version string, v6 bool) string {
 }
 
 func (h *harness) conf(version string, prev string) []byte {
-	c := fmt.Sprintf(`{"cniVersion":%q,"name":"k8s","type":"sidelane-cni","state_dir":%q,"kubeconfig":"/nonexistent/kc","agent_socket":"/nonexistent/sock"`, version, h.dir)
+	c := fmt.Sprintf(`{"cniVersion":%q,"name":"k8s","type":"sidelane-cni","state_dir":%q,"agent_socket":%q`, version, h.dir, h.socket)
 	if prev != "" {
 		c += `,"prevResult":` + prev
 	}
@@ -184,7 +216,7 @@ func TestAddPassThroughEveryVersion(t *testing.T) {
 		for _, v6 := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/v6=%v", v, v6), func(t *testing.T) {
 				h := newHarness(t)
-				h.pods["app/web"] = injectedPod("app", "web", nil)
+				h.addPod(injectedPod("app", "web", nil))
 				prev := prevResult(v, v6)
 				if err := h.p.Add(h.args(v, prev, "app", "web")); err != nil {
 					t.Fatal(err)
@@ -205,7 +237,7 @@ func TestAddPassThroughEveryVersion(t *testing.T) {
 
 func TestAddRequiresPrevResult(t *testing.T) {
 	h := newHarness(t)
-	h.pods["app/web"] = injectedPod("app", "web", nil)
+	h.addPod(injectedPod("app", "web", nil))
 	err := h.p.Add(h.args("1.0.0", "", "app", "web"))
 	if err == nil || !strings.Contains(err.Error(), "prevResult") {
 		t.Fatalf("err = %v, want one naming prevResult", err)
@@ -220,28 +252,36 @@ func TestAddDecisions(t *testing.T) {
 	tests := []struct {
 		name      string
 		ns, pod   string
-		pods      []podinfo.Pod
-		lookErr   error
+		pods      []testPod
+		down      bool // the agent does not answer
 		wantErr   []string
+		errCode   uint // CNI error code when wantErr is set (0: any)
 		wantRules bool
 		state     string // report state; "" for no report
+		asked     bool   // the agent was asked for a decision
 	}{
-		{"injected pod captured", "app", "web", []podinfo.Pod{injectedPod("app", "web", nil)}, nil, nil, true, agentapi.StateCaptured},
-		{"no identity passes", "", "", nil, nil, nil, false, ""},
-		{"excluded namespace not looked up", "kube-system", "dns", nil, errors.New("must not be called"), nil, false, agentapi.StateSkipped},
-		{"own namespace never failed", contract.SystemNamespace, "agent", nil, errors.New("must not be called"), nil, false, agentapi.StateSkipped},
-		{"plain pod skipped", "app", "plain", []podinfo.Pod{{Namespace: "app", Name: "plain", Containers: []string{"app"}}}, nil, nil, false, agentapi.StateSkipped},
-		{"opted out", "app", "out", []podinfo.Pod{injectedPod("app", "out", map[string]string{contract.InjectLabel: "false"})}, nil, nil, false, agentapi.StateSkipped},
-		{"API server down fails", "app", "web", nil, errors.New("API server at https://x unreachable"), []string{"app/web", "unreachable"}, false, agentapi.StateFailed},
-		{"bad annotation fails", "app", "bad", []podinfo.Pod{bad}, nil, []string{contract.AnnotationInboundCapturePort, `"99999"`}, false, agentapi.StateFailed},
+		{"injected pod captured", "app", "web", []testPod{injectedPod("app", "web", nil)}, false, nil, 0, true, agentapi.StateCaptured, true},
+		{"no identity passes", "", "", nil, false, nil, 0, false, "", false},
+		{"no identity passes with the agent down", "", "", nil, true, nil, 0, false, "", false},
+		{"excluded namespace not asked", "kube-system", "dns", nil, false, nil, 0, false, agentapi.StateSkipped, false},
+		{"excluded namespace proceeds with the agent down", "kube-system", "dns", nil, true, nil, 0, false, "", false},
+		{"own namespace never failed", contract.SystemNamespace, "agent", nil, true, nil, 0, false, "", false},
+		{"plain pod skipped", "app", "plain", []testPod{{name: "plain", facts: selection.PodFacts{Namespace: "app", Containers: []string{"app"}}}}, false, nil, 0, false, agentapi.StateSkipped, true},
+		{"opted out", "app", "out", []testPod{injectedPod("app", "out", map[string]string{contract.InjectLabel: "false"})}, false, nil, 0, false, agentapi.StateSkipped, true},
+		{"agent down: try again later naming the socket", "app", "web", []testPod{injectedPod("app", "web", nil)}, true, []string{"app/web", "down.sock", "unreachable"}, types.ErrTryAgainLater, false, "", false},
+		{"pod unknown to the agent: try again later", "app", "ghost", nil, false, []string{"app/ghost", "not found"}, types.ErrTryAgainLater, false, agentapi.StateFailed, true},
+		{"replaced pod: try again later", "app", "web", []testPod{{name: "web", uid: "other", facts: injectedPod("app", "web", nil).facts}}, false, []string{"uid other", "uid-web"}, types.ErrTryAgainLater, false, agentapi.StateFailed, true},
+		{"bad annotation fails", "app", "bad", []testPod{bad}, false, []string{contract.AnnotationInboundCapturePort, `"99999"`}, 0, false, agentapi.StateFailed, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			for _, p := range tt.pods {
-				h.pods[p.Namespace+"/"+p.Name] = p
+				h.addPod(p)
 			}
-			h.lookErr = tt.lookErr
+			if tt.down {
+				h.agentDown()
+			}
 			prev := prevResult("1.0.0", false)
 			err := h.p.Add(h.args("1.0.0", prev, tt.ns, tt.pod))
 			if tt.wantErr != nil {
@@ -252,6 +292,10 @@ func TestAddDecisions(t *testing.T) {
 					if !strings.Contains(err.Error(), w) {
 						t.Errorf("error %q does not name %q", err, w)
 					}
+				}
+				var te *types.Error
+				if tt.errCode != 0 && (!errors.As(err, &te) || te.Code != tt.errCode) {
+					t.Errorf("error %v: want CNI error code %d", err, tt.errCode)
 				}
 				if h.stdout.Len() != 0 {
 					t.Errorf("stdout after a failed ADD: %q", h.stdout)
@@ -268,16 +312,20 @@ func TestAddDecisions(t *testing.T) {
 			if _, ok, _ := loadState(h.dir, "c-"+tt.pod, "eth0"); ok != tt.wantRules {
 				t.Errorf("state present = %v, want %v", ok, tt.wantRules)
 			}
+			if decided, _, _ := h.agent.Snapshot(); (len(decided) > 0) != tt.asked {
+				t.Errorf("agent asked %d times, want asked = %v", len(decided), tt.asked)
+			}
+			reports := h.reports()
 			if tt.state == "" {
-				if len(h.reports) != 0 {
-					t.Errorf("reports %+v, want none", h.reports)
+				if len(reports) != 0 {
+					t.Errorf("reports %+v, want none", reports)
 				}
 				return
 			}
-			if len(h.reports) != 1 {
-				t.Fatalf("reports %+v, want one", h.reports)
+			if len(reports) != 1 {
+				t.Fatalf("reports %+v, want one", reports)
 			}
-			r := h.reports[0]
+			r := reports[0]
 			if r.Event != agentapi.EventAdd || r.State != tt.state || r.Namespace != tt.ns || r.Name != tt.pod || r.ContainerID != "c-"+tt.pod {
 				t.Errorf("report %+v, want ADD %s for %s/%s", r, tt.state, tt.ns, tt.pod)
 			}
@@ -290,7 +338,7 @@ func TestAddDecisions(t *testing.T) {
 
 func TestAddApplyFailureLeavesNothing(t *testing.T) {
 	h := newHarness(t)
-	h.pods["app/web"] = injectedPod("app", "web", nil)
+	h.addPod(injectedPod("app", "web", nil))
 	h.world.failApp = errors.New("netlink: boom")
 	err := h.p.Add(h.args("1.0.0", prevResult("1.0.0", false), "app", "web"))
 	if err == nil || !strings.Contains(err.Error(), "boom") {
@@ -308,7 +356,7 @@ func TestCheckAndDel(t *testing.T) {
 	for _, backend := range []string{"nftables", "iptables"} {
 		t.Run(backend, func(t *testing.T) {
 			h := newHarness(t)
-			h.pods["app/web"] = injectedPod("app", "web", nil)
+			h.addPod(injectedPod("app", "web", nil))
 			prev := prevResult("1.1.0", false)
 			a := h.args("1.1.0", prev, "app", "web")
 			a.StdinData = bytes.Replace(a.StdinData, []byte(`"type"`), []byte(`"backend":"`+backend+`","type"`), 1)
@@ -328,7 +376,7 @@ func TestCheckAndDel(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "-"+backend+" ipv4") || !strings.Contains(err.Error(), "+foreign rule") {
 				t.Fatalf("CHECK after tampering: %v", err)
 			}
-			last := h.reports[len(h.reports)-1]
+			last := h.reports()[len(h.reports())-1]
 			if last.Event != agentapi.EventCheck || last.State != agentapi.StateDrifted {
 				t.Errorf("CHECK report %+v", last)
 			}
@@ -340,15 +388,15 @@ func TestCheckAndDel(t *testing.T) {
 			if err := h.p.Add(a); err != nil {
 				t.Fatal(err)
 			}
-			h.reports = nil
+			h.mark()
 			if err := h.p.Del(a); err != nil {
 				t.Fatal(err)
 			}
 			if len(h.world.live[h.netns]) != 0 {
 				t.Errorf("rules left after DEL: %v", h.world.live)
 			}
-			if len(h.reports) != 1 || h.reports[0].Event != agentapi.EventDel || h.reports[0].Name != "web" || h.reports[0].Backend != backend {
-				t.Errorf("DEL reports %+v", h.reports)
+			if r := h.reports(); len(r) != 1 || r[0].Event != agentapi.EventDel || r[0].Name != "web" || r[0].Backend != backend {
+				t.Errorf("DEL reports %+v", r)
 			}
 			// Idempotent DEL, and DEL with no netns at all.
 			if err := h.p.Del(a); err != nil {
@@ -364,7 +412,7 @@ func TestCheckAndDel(t *testing.T) {
 
 func TestDelMissingNetnsForgetsState(t *testing.T) {
 	h := newHarness(t)
-	h.pods["app/web"] = injectedPod("app", "web", nil)
+	h.addPod(injectedPod("app", "web", nil))
 	a := h.args("1.0.0", prevResult("1.0.0", false), "app", "web")
 	if err := h.p.Add(a); err != nil {
 		t.Fatal(err)
@@ -396,44 +444,43 @@ func TestCheckNotCaptured(t *testing.T) {
 
 func TestStatus(t *testing.T) {
 	h := newHarness(t)
-	dir := t.TempDir()
-	kc := filepath.Join(dir, "kc")
-	conf := func(path string) *skel.CmdArgs {
-		return &skel.CmdArgs{StdinData: []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"k8s","type":"sidelane-cni","kubeconfig":%q}`, path))}
+	conf := func(sock string) *skel.CmdArgs {
+		return &skel.CmdArgs{StdinData: []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"k8s","type":"sidelane-cni","agent_socket":%q}`, sock))}
 	}
-	err := h.p.Status(conf(kc))
+	if err := h.p.Status(conf(h.socket)); err != nil {
+		t.Fatalf("STATUS with the agent answering: %v", err)
+	}
+	h.agentDown()
+	err := h.p.Status(conf(h.socket))
 	var te *types.Error
-	if !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(te.Msg, kc) {
-		t.Fatalf("STATUS without kubeconfig: %v", err)
-	}
-	if err := os.WriteFile(kc, []byte(kubeconfigFor("https://127.0.0.1:6443")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.p.Status(conf(kc)); err != nil {
-		t.Fatalf("STATUS with kubeconfig: %v", err)
-	}
-	if err := os.WriteFile(kc, []byte("{not yaml"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.p.Status(conf(kc)); err == nil {
-		t.Fatal("STATUS with a garbage kubeconfig passed")
+	if !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable || !strings.Contains(te.Msg, h.socket) {
+		t.Fatalf("STATUS with the agent down: %v, want error 50 naming %s", err, h.socket)
 	}
 }
 
-func kubeconfigFor(server string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-`, server)
+// TestLegacyKubeconfigWarns: an entry written by an older agent still has "kubeconfig"; it is
+// ignored and the agent is told, so that it can log it.
+func TestLegacyKubeconfigWarns(t *testing.T) {
+	h := newHarness(t)
+	h.addPod(injectedPod("app", "web", nil))
+	a := h.args("1.0.0", prevResult("1.0.0", false), "app", "web")
+	a.StdinData = bytes.Replace(a.StdinData, []byte(`"type"`), []byte(`"kubeconfig":"/etc/cni/net.d/sidelane-kubeconfig","type"`), 1)
+	if err := h.p.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.world.live[h.netns]) == 0 {
+		t.Error("not captured")
+	}
+	_, _, warnings := h.agent.Snapshot()
+	if len(warnings) == 0 || !strings.Contains(warnings[0], "kubeconfig") {
+		t.Errorf("agent warnings %q, want one naming kubeconfig", warnings)
+	}
 }
 
 func TestGC(t *testing.T) {
 	h := newHarness(t)
 	for _, name := range []string{"a", "b", "c"} {
-		h.pods["app/"+name] = injectedPod("app", name, nil)
+		h.addPod(injectedPod("app", name, nil))
 		a := h.args("1.1.0", prevResult("1.1.0", false), "app", name)
 		a.Netns = filepath.Join(t.TempDir(), "gone") // netns already gone: GC only forgets
 		h.p.InNetns = func(string, func() error) error { return nil }
@@ -465,5 +512,69 @@ func TestStateFileNames(t *testing.T) {
 	p, _ := stateFile("/d", "../../etc", "eth0")
 	if filepath.Dir(p) != "/d" {
 		t.Errorf("state file %s escapes its dir", p)
+	}
+}
+
+// TestSandboxIPs: only the addresses of the sandbox interface count (as in the reference
+// portmap plugin), so the families follow the pod's own interface, not a host-side veth or a
+// second attachment.
+func TestSandboxIPs(t *testing.T) {
+	ifaces := `"interfaces":[{"name":"veth1","mac":"0a:00:00:00:00:01"},{"name":"eth0","mac":"0a:00:00:00:00:02","sandbox":"/var/run/netns/x"},{"name":"net1","mac":"0a:00:00:00:00:03","sandbox":"/var/run/netns/x"}]`
+	tests := []struct {
+		name, ips string
+		want      []string
+		fams      []rules.Family
+	}{
+		{"v4 on eth0", `[{"address":"10.0.0.5/24","interface":1}]`, []string{"10.0.0.5"}, []rules.Family{rules.IPv4}},
+		{"v6 on eth0", `[{"address":"fd00::5/64","interface":1}]`, []string{"fd00::5"}, []rules.Family{rules.IPv4, rules.IPv6}},
+		{"dual on eth0", `[{"address":"10.0.0.5/24","interface":1},{"address":"fd00::5/64","interface":1}]`, []string{"10.0.0.5", "fd00::5"}, []rules.Family{rules.IPv4, rules.IPv6}},
+		{"v6 on the host veth ignored", `[{"address":"10.0.0.5/24","interface":1},{"address":"fd00::1/64","interface":0}]`, []string{"10.0.0.5"}, []rules.Family{rules.IPv4}},
+		{"v6 on another sandbox interface ignored", `[{"address":"10.0.0.5/24","interface":1},{"address":"fd01::5/64","interface":2}]`, []string{"10.0.0.5"}, []rules.Family{rules.IPv4}},
+		{"no interface index kept", `[{"address":"10.0.0.5/24"},{"address":"fd00::5/64"}]`, []string{"10.0.0.5", "fd00::5"}, []rules.Family{rules.IPv4, rules.IPv6}},
+		{"index out of range kept", `[{"address":"fd00::5/64","interface":9}]`, []string{"fd00::5"}, []rules.Family{rules.IPv4, rules.IPv6}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conf, err := ParseConfig([]byte(`{"cniVersion":"1.0.0","name":"k8s","type":"sidelane-cni","prevResult":{"cniVersion":"1.0.0",` + ifaces + `,"ips":` + tt.ips + `}}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := sandboxIPs(conf.PrevResult, "eth0")
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("sandboxIPs = %q, want %q", got, tt.want)
+			}
+			if fams := rules.FamiliesFor(got); !slices.Equal(fams, tt.fams) {
+				t.Errorf("families = %v, want %v", fams, tt.fams)
+			}
+		})
+	}
+}
+
+// TestAddBadNetnsLeavesNoState: an ADD whose netns path is not a network namespace (missing,
+// a regular file, a directory) fails and leaves no state file behind (issue 16), so that a later
+// CHECK does not fail on an attachment that was never set up.
+func TestAddBadNetnsLeavesNoState(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, netns := range map[string]string{"missing": filepath.Join(dir, "missing"), "regular file": file, "directory": dir} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			h.addPod(injectedPod("app", "web", nil))
+			h.p.InNetns = capture.InNetns // the real one: it cannot enter these paths
+			a := h.args("1.0.0", prevResult("1.0.0", false), "app", "web")
+			a.Netns = netns
+			if err := h.p.Add(a); err == nil {
+				t.Fatal("ADD into a path that is not a netns succeeded")
+			}
+			if paths, _ := listStates(h.dir); len(paths) != 0 {
+				t.Errorf("state files left: %v", paths)
+			}
+			if err := h.p.Check(a); err != nil {
+				t.Errorf("CHECK after the failed ADD: %v", err)
+			}
+		})
 	}
 }

@@ -38,6 +38,14 @@ const (
 	AnnotationOutboundCapturePort  = "redirect.sidelane.io/outbound-capture-port"
 )
 
+// AnnotationProxyConcurrency sets the injected proxy's concurrency (threads running Go code,
+// sidelane-proxy -concurrency) for one pod: an integer from 1 to MaxProxyConcurrency. A CPU
+// limit on the proxy container still wins.
+const AnnotationProxyConcurrency = "proxy.sidelane.io/concurrency"
+
+// MaxProxyConcurrency bounds AnnotationProxyConcurrency.
+const MaxProxyConcurrency = 64
+
 // RedirectAnnotations lists every redirect annotation key in a stable order.
 var RedirectAnnotations = []string{
 	AnnotationInboundPorts,
@@ -79,9 +87,7 @@ const (
 const (
 	PluginType          = "sidelane-cni"
 	PluginBinary        = "sidelane-cni"
-	KubeconfigFile      = "sidelane-kubeconfig"
 	DefaultAgentSocket  = "/var/run/sidelane/cni.sock"
-	DefaultKubeconfig   = "/etc/cni/net.d/sidelane-kubeconfig"
 	DefaultCNIConfDir   = "/etc/cni/net.d"
 	DefaultCNIBinDir    = "/opt/cni/bin"
 	NFTablesTableName   = "sidelane"          // table name in the pod netns (families ip and ip6)
@@ -89,6 +95,10 @@ const (
 	AgentPort           = 15080               // node agent TCP API (bearer token required)
 	AgentStateDir       = "/var/lib/sidelane" // node agent's record of captured pods
 )
+
+// LegacyCredentialFiles are the plugin kubeconfig and token copy that releases before the
+// plugin ↔ agent protocol kept in the CNI conf dir; the agent removes them on install.
+var LegacyCredentialFiles = []string{"sidelane-kubeconfig", "sidelane-token"}
 
 // Backends of the plugin configuration.
 const (

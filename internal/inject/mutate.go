@@ -69,6 +69,14 @@ func Patch(pod *corev1.Pod, tpl Template) ([]PatchOp, error) {
 	if err := checkPod(pod, settings); err != nil {
 		return nil, err
 	}
+	if v, ok := pod.Annotations[contract.AnnotationProxyConcurrency]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > contract.MaxProxyConcurrency {
+			return nil, &RefusedError{Msg: fmt.Sprintf("sidelane: annotation %s=%q: want an integer from 1 to %d",
+				contract.AnnotationProxyConcurrency, v, contract.MaxProxyConcurrency)}
+		}
+		tpl.Concurrency = n
+	}
 
 	var ops []PatchOp
 	// Annotations: the status, and every redirect annotation the user did not set.
@@ -199,6 +207,9 @@ func ProxyContainer(tpl Template, s redirect.Settings) corev1.Container {
 	}
 	if tpl.LogLevel != "" {
 		env = append(env, corev1.EnvVar{Name: "SIDELANE_PROXY_LOG_LEVEL", Value: tpl.LogLevel})
+	}
+	if tpl.Concurrency > 0 {
+		env = append(env, corev1.EnvVar{Name: "SIDELANE_PROXY_CONCURRENCY", Value: strconv.Itoa(tpl.Concurrency)})
 	}
 	ready := &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{

@@ -379,6 +379,15 @@ func TestPatchRefuses(t *testing.T) {
 			c.SecurityContext.RunAsUser = ptr(int64(1337))
 			p.Spec.InitContainers = []corev1.Container{c}
 		}), []string{`sidecar container "log-shipper"`, "uid 1337"}},
+		{"concurrency not a number", newPod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{contract.AnnotationProxyConcurrency: "many"}
+		}), []string{contract.AnnotationProxyConcurrency, `"many"`}},
+		{"concurrency zero", newPod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{contract.AnnotationProxyConcurrency: "0"}
+		}), []string{contract.AnnotationProxyConcurrency, `"0"`}},
+		{"concurrency too high", newPod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{contract.AnnotationProxyConcurrency: "65"}
+		}), []string{contract.AnnotationProxyConcurrency, `"65"`, "1 to 64"}},
 		{"no containers", newPod(func(p *corev1.Pod) { p.Spec.Containers = nil }), []string{"no containers"}},
 		{"container named sidelane-proxy", newPod(func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, restrictedApp(contract.ProxyContainerName))
@@ -503,5 +512,45 @@ func TestParseTemplate(t *testing.T) {
 				t.Error("ParseTemplate changed the base template's resources")
 			}
 		})
+	}
+}
+
+// The proxy's concurrency comes from the template and a pod's annotation overrides it.
+func TestProxyConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		template   int
+		annotation string
+		want       string // SIDELANE_PROXY_CONCURRENCY, "" for absent
+	}{
+		{"proxy default", 0, "", ""},
+		{"template", 3, "", "3"},
+		{"annotation", 0, "4", "4"},
+		{"annotation over template", 3, "1", "1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tpl := testTemplate(true)
+			tpl.Concurrency = tc.template
+			pod := newPod(func(p *corev1.Pod) {
+				if tc.annotation != "" {
+					p.Annotations = map[string]string{contract.AnnotationProxyConcurrency: tc.annotation}
+				}
+			})
+			got, _ := applyPatch(t, pod, tpl)
+			var env string
+			for _, e := range got.Spec.InitContainers[0].Env {
+				if e.Name == "SIDELANE_PROXY_CONCURRENCY" {
+					env = e.Value
+				}
+			}
+			if env != tc.want {
+				t.Errorf("SIDELANE_PROXY_CONCURRENCY = %q, want %q", env, tc.want)
+			}
+		})
+	}
+	tpl := testTemplate(true)
+	tpl.Concurrency = 65
+	if err := tpl.Validate(); err == nil || !strings.Contains(err.Error(), "concurrency 65") {
+		t.Errorf("template concurrency 65: %v", err)
 	}
 }

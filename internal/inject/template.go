@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
+
+	"github.com/sidelane/sidelane/internal/contract"
 )
 
 // DefaultImage is the proxy image injected when neither the template file nor the caller
@@ -25,6 +27,7 @@ var LogLevels = []string{"debug", "info", "warn", "error"}
 //	imagePullPolicy: IfNotPresent
 //	nativeSidecar: true
 //	logLevel: info
+//	concurrency: 2
 //	resources:
 //	  requests: {cpu: 20m, memory: 64Mi}
 //	  limits: {memory: 256Mi}
@@ -42,6 +45,9 @@ type Template struct {
 	NativeSidecar bool `json:"nativeSidecar"`
 	// LogLevel is passed to the proxy as SIDELANE_PROXY_LOG_LEVEL.
 	LogLevel string `json:"logLevel,omitempty"`
+	// Concurrency is passed to the proxy as SIDELANE_PROXY_CONCURRENCY (0: the proxy's own
+	// default, 2). A pod's proxy.sidelane.io/concurrency annotation overrides it.
+	Concurrency int `json:"concurrency,omitempty"`
 
 	// InjectorVersion is written into the status annotation. It is set by the program, not
 	// by the template file.
@@ -116,6 +122,9 @@ func (t Template) Validate() error {
 	}
 	if t.LogLevel != "" && !slices.Contains(LogLevels, t.LogLevel) {
 		return fmt.Errorf("template: logLevel %q is not one of %v", t.LogLevel, LogLevels)
+	}
+	if t.Concurrency < 0 || t.Concurrency > contract.MaxProxyConcurrency {
+		return fmt.Errorf("template: concurrency %d is not between 0 and %d", t.Concurrency, contract.MaxProxyConcurrency)
 	}
 	for _, rl := range []struct {
 		name string

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -30,7 +31,7 @@ type Config struct {
 	InboundSourceIPv4 string `json:"inboundSourceIPv4"`
 	InboundSourceIPv6 string `json:"inboundSourceIPv6"`
 
-	MaxConnections int           `json:"maxConnections"` // accepted connections at once (both ports)
+	MaxConnections int           `json:"maxConnections"` // accepted connections at once, per capture port
 	MaxHeaderBytes int           `json:"maxHeaderBytes"` // request/response head limit (431 beyond)
 	PeekTimeout    time.Duration `json:"peekTimeout"`    // wait for a client's first bytes before raw TCP
 	HeaderTimeout  time.Duration `json:"headerTimeout"`  // whole request head (slowloris)
@@ -39,7 +40,19 @@ type Config struct {
 	UpstreamIdle   time.Duration `json:"upstreamIdle"`   // pooled upstream connection kept idle
 	MaxIdlePerDest int           `json:"maxIdlePerDest"` // pooled upstream connections per destination
 	DrainTimeout   time.Duration `json:"drainTimeout"`   // SIGTERM: in-flight work gets this long
-	AccessLog      bool          `json:"accessLog"`      // JSON line per HTTP request on stdout
+	// StreamIdleTimeout bounds every read and write of an HTTP request or response on either
+	// side (a silent app gets 504, a silent client 408).
+	StreamIdleTimeout time.Duration `json:"streamIdleTimeout"`
+	// TCPIdleTimeout closes a raw TCP relay or an upgraded tunnel in which no byte moved in
+	// either direction for this long.
+	TCPIdleTimeout time.Duration `json:"tcpIdleTimeout"`
+	// ExpectContinueTimeout is how long a request with "Expect: 100-continue" waits for the
+	// app's answer before the proxy sends the body anyway.
+	ExpectContinueTimeout time.Duration `json:"expectContinueTimeout"`
+	// Concurrency is the number of threads running Go code (GOMAXPROCS) when the container
+	// has no CPU limit; a CPU limit, or GOMAXPROCS in the environment, wins (see ApplyConcurrency).
+	Concurrency int  `json:"concurrency"`
+	AccessLog   bool `json:"accessLog"` // JSON line per HTTP request on stdout
 	// LogLevel filters the proxy's own messages (not the access log): debug and info show
 	// start-up and drain, warn adds per-connection failures, error only accept failures.
 	LogLevel string `json:"logLevel"`
@@ -51,24 +64,28 @@ var LogLevels = []string{"debug", "info", "warn", "error"}
 // Defaults returns DESIGN.md's ports and the default limits.
 func Defaults() Config {
 	return Config{
-		InboundPort:       contract.InboundCapturePort,
-		OutboundPort:      contract.OutboundCapturePort,
-		AdminAddr:         fmt.Sprintf("127.0.0.1:%d", contract.AdminPort),
-		HealthAddr:        fmt.Sprintf(":%d", contract.HealthPort),
-		PrometheusAddr:    fmt.Sprintf(":%d", contract.PrometheusPort),
-		InboundSourceIPv4: contract.InboundPassthroughIPv4,
-		InboundSourceIPv6: contract.InboundPassthroughIPv6,
-		MaxConnections:    16384,
-		MaxHeaderBytes:    64 << 10,
-		PeekTimeout:       200 * time.Millisecond,
-		HeaderTimeout:     10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		DialTimeout:       5 * time.Second,
-		UpstreamIdle:      30 * time.Second,
-		MaxIdlePerDest:    256,
-		DrainTimeout:      25 * time.Second,
-		AccessLog:         true,
-		LogLevel:          "info",
+		InboundPort:           contract.InboundCapturePort,
+		OutboundPort:          contract.OutboundCapturePort,
+		AdminAddr:             fmt.Sprintf("127.0.0.1:%d", contract.AdminPort),
+		HealthAddr:            fmt.Sprintf(":%d", contract.HealthPort),
+		PrometheusAddr:        fmt.Sprintf(":%d", contract.PrometheusPort),
+		InboundSourceIPv4:     contract.InboundPassthroughIPv4,
+		InboundSourceIPv6:     contract.InboundPassthroughIPv6,
+		MaxConnections:        16384,
+		MaxHeaderBytes:        64 << 10,
+		PeekTimeout:           200 * time.Millisecond,
+		HeaderTimeout:         10 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		DialTimeout:           5 * time.Second,
+		UpstreamIdle:          30 * time.Second,
+		MaxIdlePerDest:        256,
+		DrainTimeout:          25 * time.Second,
+		StreamIdleTimeout:     5 * time.Minute,
+		TCPIdleTimeout:        time.Hour,
+		ExpectContinueTimeout: time.Second,
+		Concurrency:           2,
+		AccessLog:             true,
+		LogLevel:              "info",
 	}
 }
 
@@ -133,6 +150,10 @@ func BindFlags(fs *flag.FlagSet, c *Config) error {
 	durVar(&c.UpstreamIdle, "upstream-idle-timeout", e+"UPSTREAM_IDLE_TIMEOUT", "pooled upstream connection idle time")
 	intVar(&c.MaxIdlePerDest, "max-idle-per-destination", e+"MAX_IDLE_PER_DESTINATION", "pooled upstream connections per destination")
 	durVar(&c.DrainTimeout, "drain-timeout", e+"DRAIN_TIMEOUT", "time in-flight work gets after SIGTERM")
+	durVar(&c.StreamIdleTimeout, "stream-idle-timeout", e+"STREAM_IDLE_TIMEOUT", "longest wait for a read or write of an HTTP request or response")
+	durVar(&c.TCPIdleTimeout, "tcp-idle-timeout", e+"TCP_IDLE_TIMEOUT", "close a raw TCP relay or tunnel idle in both directions this long")
+	durVar(&c.ExpectContinueTimeout, "expect-continue-timeout", e+"EXPECT_CONTINUE_TIMEOUT", "wait for the app's 100 Continue before sending the body anyway")
+	intVar(&c.Concurrency, "concurrency", e+"CONCURRENCY", "threads running Go code when the container has no CPU limit")
 	boolVar(&c.AccessLog, "access-log", e+"ACCESS_LOG", "JSON access-log line per HTTP request on stdout")
 	strVar(&c.LogLevel, "log-level", e+"LOG_LEVEL", "the proxy's own messages: debug, info, warn or error")
 	if len(errs) > 0 {
@@ -160,6 +181,9 @@ func (c Config) Validate() error {
 	if c.MaxConnections < 1 {
 		return fmt.Errorf("max-connections %d: must be at least 1", c.MaxConnections)
 	}
+	if c.Concurrency < 1 {
+		return fmt.Errorf("concurrency %d: must be at least 1", c.Concurrency)
+	}
 	if c.MaxHeaderBytes < 1024 {
 		return fmt.Errorf("max-header-bytes %d: must be at least 1024", c.MaxHeaderBytes)
 	}
@@ -167,10 +191,31 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"peek-timeout", c.PeekTimeout}, {"header-timeout", c.HeaderTimeout}, {"idle-timeout", c.IdleTimeout},
-		{"dial-timeout", c.DialTimeout}, {"upstream-idle-timeout", c.UpstreamIdle}, {"drain-timeout", c.DrainTimeout}} {
+		{"dial-timeout", c.DialTimeout}, {"upstream-idle-timeout", c.UpstreamIdle}, {"drain-timeout", c.DrainTimeout},
+		{"stream-idle-timeout", c.StreamIdleTimeout}, {"tcp-idle-timeout", c.TCPIdleTimeout}, {"expect-continue-timeout", c.ExpectContinueTimeout}} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s %s: must be positive", d.name, d.v)
 		}
 	}
 	return nil
+}
+
+// ApplyConcurrency sets GOMAXPROCS to n unless the Go runtime already holds it below the
+// machine's CPU count (a container CPU limit, which Go reads from the cgroup, or GOMAXPROCS in
+// the environment). A sidecar sized by the node's core count wakes more threads than its
+// share of work needs; Envoy sidecars likewise run two workers by default. It returns the
+// value in force and where it came from.
+func ApplyConcurrency(n int) (int, string) {
+	if v := os.Getenv("GOMAXPROCS"); v != "" {
+		return runtime.GOMAXPROCS(0), "GOMAXPROCS environment"
+	}
+	cur := runtime.GOMAXPROCS(0)
+	if cur < runtime.NumCPU() {
+		return cur, "CPU limit"
+	}
+	if n < cur {
+		runtime.GOMAXPROCS(n)
+		return n, "concurrency setting"
+	}
+	return cur, "CPU count"
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -14,10 +15,55 @@ import (
 	"github.com/sidelane/sidelane/internal/proxy/httpcodec"
 )
 
+// timedConn is a TCP connection whose every read and write waits at most readIdle /
+// writeIdle (zero: whatever deadline the caller set stands), and which counts the bytes it
+// has moved. The proxy's buffered readers and writers sit on it, so that no read or write of a
+// request or response can wait forever on a silent peer. A deadline is moved only when it
+// would otherwise come more than a quarter of the idle time early (or must come sooner): on a
+// busy connection most reads and writes set none, so a wait ends after between 3/4 of the
+// idle time and all of it.
+type timedConn struct {
+	c                   *net.TCPConn
+	readIdle, writeIdle time.Duration
+	rd, wd              time.Time // the deadlines in force
+	nread, nwritten     int64
+}
+
+// setReadDeadline sets the read deadline of the connection and remembers it: every read
+// deadline of a connection read through a timedConn is set here.
+func (t *timedConn) setReadDeadline(d time.Time) {
+	t.rd = d
+	t.c.SetReadDeadline(d)
+}
+
+func (t *timedConn) Read(p []byte) (int, error) {
+	if t.readIdle > 0 {
+		if want := time.Now().Add(t.readIdle); want.Before(t.rd) || want.Sub(t.rd) > t.readIdle/4 {
+			t.setReadDeadline(want)
+		}
+	}
+	n, err := t.c.Read(p)
+	t.nread += int64(n)
+	return n, err
+}
+
+func (t *timedConn) Write(p []byte) (int, error) {
+	if t.writeIdle > 0 {
+		if want := time.Now().Add(t.writeIdle); want.Before(t.wd) || want.Sub(t.wd) > t.writeIdle/4 {
+			t.wd = want
+			t.c.SetWriteDeadline(want)
+		}
+	}
+	n, err := t.c.Write(p)
+	t.nwritten += int64(n)
+	return n, err
+}
+
 // clientConn is one accepted connection on a capture port.
 type clientConn struct {
 	s   *Server
 	c   *net.TCPConn
+	tc  timedConn
 	dir Direction
 	dst netip.AddrPort
 	br  *bufio.Reader
@@ -40,11 +86,13 @@ type clientConn struct {
 }
 
 func newClientConn(s *Server, c *net.TCPConn, dir Direction) *clientConn {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(c)
-	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(c)
-	return &clientConn{s: s, c: c, dir: dir, br: br, bw: bw}
+	cc := &clientConn{s: s, c: c, dir: dir}
+	cc.tc = timedConn{c: c, writeIdle: s.cfg.StreamIdleTimeout}
+	cc.br = readerPool.Get().(*bufio.Reader)
+	cc.br.Reset(&cc.tc)
+	cc.bw = writerPool.Get().(*bufio.Writer)
+	cc.bw.Reset(&cc.tc)
+	return cc
 }
 
 func (cc *clientConn) close() {
@@ -96,61 +144,173 @@ func (cc *clientConn) forceClose() {
 	}
 }
 
-// httpMethods are the request-line prefixes that make a connection HTTP/1.x.
-var httpMethods = []string{"GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "OPTIONS ", "PATCH ", "CONNECT ", "TRACE "}
+// verdict is what the first bytes of a connection say about its protocol.
+type verdict uint8
 
-// classify says whether p is certainly HTTP/1.x (1), certainly not (-1), or too short to tell (0).
-func classify(p []byte) int {
-	undecided := false
-	for _, m := range httpMethods {
-		n := min(len(p), len(m))
-		if string(p[:n]) == m[:n] {
-			if n == len(m) {
-				return 1
-			}
-			undecided = true
+const (
+	undecided verdict = iota
+	isHTTP1           // an HTTP/1.x request line, or something that claims to be one (400 if malformed)
+	notHTTP1          // clearly no HTTP/1.x: relayed as raw TCP
+)
+
+// wellKnownMethods are the methods of RFC 9110 and PATCH: a first line that starts with one of
+// them and a space claims to be HTTP, whatever follows.
+var wellKnownMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+
+// classify decides from the bytes a client sent first whether the connection is HTTP/1.x, by
+// syntax rather than by a list of methods (RFC 9112 3): leading empty lines are skipped; a
+// first line of the form token SP request-target SP HTTP-version is HTTP (any method that is a
+// token); so is a line that starts with a well-known method and a space, or that ends in
+// " HTTP/d.d", even when malformed (the parser answers 400). The HTTP/2 preface and anything
+// whose first bytes cannot start a request line are not HTTP/1.x. final says that no more bytes
+// will come for the decision (timeout, end of stream or the peek buffer is full): a prefix that
+// could still become a request line is then HTTP, so that a client cannot slip past the
+// parser by sending its request line slowly.
+func classify(p []byte, final bool) verdict {
+	i := 0
+	for i < len(p) && (p[i] == '\n' || p[i] == '\r' && (i+1 == len(p) || p[i+1] == '\n')) {
+		i++
+	}
+	p = p[i:]
+	more := undecided
+	if final {
+		more = notHTTP1
+	}
+	if len(p) == 0 {
+		return more
+	}
+	line := p
+	complete := false
+	if lf := indexLF(p); lf >= 0 {
+		line, complete = p[:lf], true
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
 		}
 	}
-	if undecided {
-		return 0
+	// method
+	m := 0
+	for m < len(line) && httpcodec.IsTokenChar(line[m]) {
+		m++
+	}
+	if m == len(line) && !complete {
+		if m > 32 && !final {
+			return notHTTP1 // no method is that long
+		}
+		if final && m > 0 {
+			return isHTTP1
+		}
+		return more
+	}
+	if m == 0 || m == len(line) || line[m] != ' ' {
+		return notHTTP1
+	}
+	for _, wk := range wellKnownMethods {
+		if string(line[:m]) == wk {
+			return isHTTP1
+		}
+	}
+	rest := line[m+1:]
+	// request-target: visible bytes up to the next space.
+	t := 0
+	for t < len(rest) && rest[t] > ' ' && rest[t] != 0x7f {
+		t++
+	}
+	if !complete && t == len(rest) {
+		if final {
+			return isHTTP1
+		}
+		return more
+	}
+	if t == 0 || t == len(rest) || rest[t] != ' ' {
+		return notHTTP1
+	}
+	version := rest[t+1:]
+	const proto = "HTTP/"
+	if !complete {
+		n := min(len(version), len(proto))
+		if string(version[:n]) != proto[:n] {
+			return notHTTP1
+		}
+		if final {
+			return isHTTP1
+		}
+		return more
+	}
+	if len(version) == 8 && string(version[:5]) == proto && isDigitByte(version[5]) && version[6] == '.' && isDigitByte(version[7]) {
+		if string(line) == "PRI * HTTP/2.0" {
+			return notHTTP1 // the HTTP/2 connection preface
+		}
+		return isHTTP1
+	}
+	return notHTTP1
+}
+
+func isDigitByte(c byte) bool { return '0' <= c && c <= '9' }
+
+func indexLF(p []byte) int {
+	for i, c := range p {
+		if c == '\n' {
+			return i
+		}
 	}
 	return -1
 }
 
-// detectHTTP waits up to PeekTimeout for the client's first bytes. A client that sends
-// nothing (a server-first protocol: MySQL, SMTP) or bytes that are no HTTP/1.x method is
+// detectHTTP waits up to PeekTimeout for the client's first line (see classify). A client that
+// sends nothing (a server-first protocol: MySQL, SMTP) or bytes that are clearly no HTTP/1.x is
 // relayed as raw TCP.
 func (s *Server) detectHTTP(cc *clientConn) bool {
-	cc.c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
-	defer cc.c.SetReadDeadline(time.Time{})
-	for want := 1; want <= 8; want++ {
-		p, err := cc.br.Peek(want)
-		if n := cc.br.Buffered(); n > want {
-			p, _ = cc.br.Peek(min(n, 8))
-		}
-		switch classify(p) {
-		case 1:
+	cc.tc.setReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
+	defer cc.tc.setReadDeadline(time.Time{})
+	for {
+		// Wait for one byte more than is buffered, then look at all that is.
+		_, err := cc.br.Peek(cc.br.Buffered() + 1)
+		p, _ := cc.br.Peek(cc.br.Buffered())
+		switch classify(p, err != nil) {
+		case isHTTP1:
 			return true
-		case -1:
+		case notHTTP1:
 			return false
 		}
 		if err != nil {
 			return false
 		}
-		if len(p) > want {
-			want = len(p)
-		}
 	}
-	return false
 }
 
-// Canned responses for requests the proxy answers itself.
-const (
-	resp400 = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-	resp408 = "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-	resp431 = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-	resp502 = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-)
+// Responses the proxy answers itself.
+var canned = map[int]string{
+	400: "Bad Request", 408: "Request Timeout", 417: "Expectation Failed",
+	431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway",
+	504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}
+
+func cannedResponse(status int) string {
+	return fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", status, canned[status])
+}
+
+// answer sends the client a response of the proxy's own that ends the connection, records
+// the request in the log and metrics through e, and closes the client side gracefully: the
+// proxy stops writing, then reads and drops what the client still sends for a moment, so that
+// unread request bytes do not turn the close into a reset that destroys the answer.
+func (cc *clientConn) answer(e *entry, status int, err error) {
+	e.status = status
+	if err != nil {
+		e.err = err.Error()
+	}
+	cc.bw.Reset(&cc.tc)
+	cc.c.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(cc.c, cannedResponse(status))
+	lingerClose(cc.c)
+}
+
+// lingerClose half-closes c and discards what the peer still sends, for up to a second and
+// 256 KiB, before the caller closes it.
+func lingerClose(c *net.TCPConn) {
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, c, 256<<10)
+}
 
 func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
@@ -158,7 +318,6 @@ func isTimeout(err error) bool {
 
 // serveHTTP proxies requests on one client connection until it closes.
 func (s *Server) serveHTTP(cc *clientConn) {
-	c := cc.c
 	first := true
 	var copyBuf *[]byte
 	defer func() {
@@ -173,6 +332,7 @@ func (s *Server) serveHTTP(cc *clientConn) {
 		return *copyBuf
 	}
 	for {
+		cc.tc.readIdle = 0
 		if !first && cc.br.Buffered() == 0 {
 			// Idle keep-alive: wait for the next request's first byte.
 			cc.idle.Store(true)
@@ -180,14 +340,14 @@ func (s *Server) serveHTTP(cc *clientConn) {
 			if s.draining.Load() {
 				d = min(d, drainIdleGrace)
 			}
-			c.SetReadDeadline(time.Now().Add(d))
+			cc.tc.setReadDeadline(time.Now().Add(d))
 			_, err := cc.br.Peek(1)
 			cc.idle.Store(false)
 			if err != nil {
 				return
 			}
 		}
-		c.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+		cc.tc.setReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 		var err error
 		cc.reqHead, err = httpcodec.ReadRequest(cc.br, &cc.req, cc.reqHead, s.cfg.MaxHeaderBytes)
 		if err != nil {
@@ -195,7 +355,8 @@ func (s *Server) serveHTTP(cc *clientConn) {
 			return
 		}
 		first = false
-		c.SetReadDeadline(time.Time{})
+		// From here every read of the request body waits at most StreamIdleTimeout.
+		cc.tc.readIdle = s.cfg.StreamIdleTimeout
 		if !s.proxyRequest(cc, getBuf) {
 			return
 		}
@@ -205,27 +366,48 @@ func (s *Server) serveHTTP(cc *clientConn) {
 // requestError answers a request head that could not be read and logs it.
 func (s *Server) requestError(cc *clientConn, err error) {
 	var status int
-	var canned string
+	var pe *httpcodec.ParseError
 	switch {
 	case errors.Is(err, httpcodec.ErrHeaderTooLarge):
-		status, canned = 431, resp431
-	case errors.Is(err, httpcodec.ErrMalformed):
-		status, canned = 400, resp400
+		status = 431
+	case errors.As(err, &pe):
+		status = pe.Status
 	case isTimeout(err):
 		// A client that started a head and stalled (slowloris), or opened a connection
 		// and never sent a whole head.
-		status, canned = 408, resp408
+		status = 408
 	default:
 		return // the client closed or went away between requests
 	}
-	cc.c.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(cc.c, canned)
-	e := entry{start: time.Now(), direction: cc.dir, dst: cc.dst, status: status, err: err.Error()}
-	s.m.request(cc.dir, nil, status, 0, 0, 0)
+	e := entry{start: time.Now(), direction: cc.dir, dst: cc.dst}
+	cc.answer(&e, status, err)
+	s.m.request(cc.dir, nil, e.status, 0, 0, 0)
 	if s.alog != nil {
 		s.alog.write(&e)
 	}
 }
+
+// clientError is an error reading the client's request body: malformed framing, a timeout,
+// or the client gone.
+type clientError struct{ err error }
+
+func (e *clientError) Error() string { return "request body: " + e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
+
+// idempotent reports whether a request with this method may be sent again automatically
+// (RFC 9110 9.2.2).
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+// maxInterim bounds the 1xx responses the proxy relays before a final one.
+const maxInterim = 16
+
+const continue100 = "HTTP/1.1 100 Continue\r\n\r\n"
 
 // proxyRequest forwards the request in cc.req and its response; it reports whether the
 // client connection may carry another request.
@@ -249,40 +431,81 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 
 	key := poolKey{dst: cc.dst, dir: cc.dir}
 	reqHasBody := req.Framing != httpcodec.NoBody
+	expect := req.ExpectContinue && reqHasBody
+	bodySent, sent100 := !reqHasBody, false
+	sendBody := func(up *upConn) error {
+		n, err := httpcodec.CopyBody(up.bw, cc.br, req.Framing, req.ContentLength, getBuf())
+		e.reqBytes = n
+		var we *httpcodec.WriteError
+		if err != nil && !errors.As(err, &we) {
+			return &clientError{err}
+		}
+		bodySent = err == nil
+		return err
+	}
+	resp := &cc.resp
 	var up *upConn
 	for attempt := 0; ; attempt++ {
-		up = s.pool.get(key)
-		if up == nil {
-			uc, err := s.dial(cc.dir, cc.dst)
-			if err != nil {
-				e.status, e.err = 502, err.Error()
-				io.WriteString(cc.c, resp502)
-				return false
-			}
-			up = newUpConn(uc, key)
+		var err error
+		up, err = s.upstream(key)
+		if err != nil {
+			cc.answer(&e, 502, err)
+			return false
 		}
 		cc.setUpstream(up.c)
-		err := s.sendRequest(cc, up, getBuf, &e)
+		readBefore := up.tc.nread
+		err = httpcodec.WriteRequestHead(up.bw, req)
+		if err == nil && reqHasBody && !expect {
+			err = sendBody(up)
+		}
 		if err == nil {
-			cc.respHead, err = httpcodec.ReadResponse(up.br, &cc.resp, cc.respHead, s.cfg.MaxHeaderBytes, req.Method)
+			err = up.bw.Flush()
+		}
+		if err == nil && expect {
+			// Wait a moment for the app's 100 Continue (or final answer); an app that says
+			// nothing gets the body anyway, as curl and Go's client do after their own wait.
+			up.tc.readIdle = s.cfg.ExpectContinueTimeout
+			_, err = up.br.Peek(1)
+			up.tc.readIdle = s.cfg.StreamIdleTimeout
+			if isTimeout(err) {
+				err = nil
+				if _, werr := io.WriteString(cc.bw, continue100); werr == nil && cc.bw.Flush() == nil {
+					sent100 = true
+				}
+				if err = sendBody(up); err == nil {
+					err = up.bw.Flush()
+				}
+			}
+		}
+		if err == nil {
+			cc.respHead, err = httpcodec.ReadResponse(up.br, resp, cc.respHead, s.cfg.MaxHeaderBytes, req.Method)
 		}
 		if err == nil {
 			break
 		}
-		// A pooled connection the upstream closed while it was idle fails before any
-		// response byte; a request without a body is safe to send again on a new one.
-		retry := up.reused && !reqHasBody && attempt == 0 && up.br.Buffered() == 0 && !errors.Is(err, httpcodec.ErrMalformed)
 		up.close()
 		cc.setUpstream(nil)
-		if retry {
+		var ce *clientError
+		if errors.As(err, &ce) {
+			s.clientBodyError(cc, &e, ce.err)
+			return false
+		}
+		// A pooled connection that the app closed meanwhile fails before any byte of the
+		// response: a request that is safe to repeat and whose body need not be replayed is
+		// sent once more on a new connection. Anything else is never sent twice.
+		if attempt == 0 && up.reused && up.tc.nread == readBefore && !reqHasBody && idempotent(req.Method) &&
+			!errors.Is(err, httpcodec.ErrMalformed) && !isTimeout(err) {
+			s.m.retriesBy[cc.dir].Inc()
 			continue
 		}
-		e.status, e.err = 502, err.Error()
-		io.WriteString(cc.c, resp502)
+		s.upstreamError(cc, &e, err)
 		return false
 	}
 	upKeep := true
 	defer func() {
+		if up == nil {
+			return // already given back
+		}
 		cc.setUpstream(nil)
 		if upKeep {
 			s.pool.put(up)
@@ -291,93 +514,174 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 		}
 	}()
 
-	resp := &cc.resp
-	bodySent := !reqHasBody || !req.ExpectContinue
-	// Interim responses: 100 Continue releases a waiting request body; others pass through.
-	for resp.Status < 200 && resp.Status != 101 {
-		if err := httpcodec.WriteResponseHead(cc.bw, resp, false); err != nil {
+	// Interim responses: 100 Continue releases a waiting request body; others pass through
+	// (an HTTP/1.0 client is sent none, RFC 9110 15.2).
+	for n := 0; resp.IsInterim(); n++ {
+		if n == maxInterim {
 			upKeep = false
+			s.upstreamError(cc, &e, fmt.Errorf("more than %d interim responses", maxInterim))
 			return false
 		}
-		if err := cc.bw.Flush(); err != nil {
-			upKeep = false
-			return false
+		if req.Minor == 1 && !(resp.Status == 100 && sent100) {
+			if httpcodec.WriteResponseHead(cc.bw, resp, httpcodec.ResponseMode{}) != nil || cc.bw.Flush() != nil {
+				upKeep = false
+				return false
+			}
+			sent100 = sent100 || resp.Status == 100
 		}
 		if resp.Status == 100 && !bodySent {
-			n, err := httpcodec.CopyBody(up.bw, cc.br, req.Framing, req.ContentLength, getBuf())
-			e.reqBytes += n
+			err := sendBody(up)
 			if err == nil {
 				err = up.bw.Flush()
 			}
 			if err != nil {
-				e.status, e.err = 502, err.Error()
 				upKeep = false
+				var ce *clientError
+				if errors.As(err, &ce) {
+					s.clientBodyError(cc, &e, ce.err)
+				} else {
+					s.upstreamError(cc, &e, err)
+				}
 				return false
 			}
-			bodySent = true
 		}
 		var err error
 		cc.respHead, err = httpcodec.ReadResponse(up.br, resp, cc.respHead, s.cfg.MaxHeaderBytes, req.Method)
 		if err != nil {
-			e.status, e.err = 502, err.Error()
 			upKeep = false
-			io.WriteString(cc.c, resp502)
+			s.upstreamError(cc, &e, err)
 			return false
 		}
 	}
 	e.status = resp.Status
 
-	if resp.Status == 101 {
-		// Protocol switch (WebSocket and the like): from here on both sides are a tunnel.
+	if resp.Status == 101 && !req.Upgrade {
 		upKeep = false
-		if err := httpcodec.WriteResponseHead(cc.bw, resp, false); err != nil {
-			return false
-		}
-		if err := cc.bw.Flush(); err != nil {
+		s.upstreamError(cc, &e, errors.New("101 Switching Protocols to a request that asked for no upgrade"))
+		return false
+	}
+	if resp.Status == 101 || string(req.Method) == "CONNECT" && resp.Status/100 == 2 {
+		// Protocol switch (WebSocket and the like) or a CONNECT tunnel: from here on both
+		// sides are one tunnel.
+		upKeep = false
+		if httpcodec.WriteResponseHead(cc.bw, resp, httpcodec.ResponseMode{}) != nil || cc.bw.Flush() != nil {
 			return false
 		}
 		e.duration = time.Since(start)
 		cc.setUpstream(up.c)
-		relay(cc.c, cc.br, up.c, up.br)
+		relay(cc.c, cc.br, up.c, up.br, s.cfg.TCPIdleTimeout)
 		return false
 	}
 
 	// The client's body was never asked for (final response without 100 Continue): the
 	// connection's framing is lost, both sides close after this response.
 	framingLost := !bodySent
-	keep = !req.Close && !framingLost && resp.Framing != httpcodec.UntilClose && !s.draining.Load()
-	upKeep = !resp.Close && !framingLost && resp.Framing != httpcodec.UntilClose
-	if err := httpcodec.WriteResponseHead(cc.bw, resp, !keep); err != nil {
+	// An HTTP/1.0 client cannot read chunked framing: it gets the payload, ended by the close.
+	dechunk := req.Minor == 0 && resp.Framing == httpcodec.Chunked
+	keep = !req.Close && !framingLost && !dechunk && resp.Framing != httpcodec.UntilClose && !s.draining.Load()
+	// A response that declares a body it may not have (HEAD, 204, 304 with Content-Length or
+	// Transfer-Encoding) may be followed by that body anyway: such a connection is not reused.
+	upKeep = !resp.Close && !framingLost && resp.Framing != httpcodec.UntilClose &&
+		!(resp.Framing == httpcodec.NoBody && resp.DeclaresBody)
+	mode := httpcodec.ResponseMode{Close: !keep, KeepAlive10: keep && req.Minor == 0, Dechunk: dechunk}
+	written := cc.tc.nwritten
+	if err := httpcodec.WriteResponseHead(cc.bw, resp, mode); err != nil {
 		upKeep = false
 		return false
 	}
-	n, err := httpcodec.CopyBody(cc.bw, up.br, resp.Framing, resp.ContentLength, getBuf())
+	var n int64
+	var err error
+	if dechunk {
+		n, err = httpcodec.DecodeChunked(cc.bw, up.br, getBuf())
+	} else {
+		n, err = httpcodec.CopyBody(cc.bw, up.br, resp.Framing, resp.ContentLength, getBuf())
+	}
 	e.respBytes = n
 	if err == nil {
-		err = cc.bw.Flush()
+		if upKeep && up.br.Buffered() > 0 {
+			// Bytes after the end of the response: whatever they are, they answer no request.
+			s.m.discardedBy[cc.dir][discardLeftover].Inc()
+			upKeep = false
+		}
+		// The response is read whole: the upstream connection is free before the client
+		// has the last bytes, so the client's next request can have it.
+		cc.setUpstream(nil)
+		if upKeep {
+			s.pool.put(up)
+		} else {
+			up.close()
+		}
+		up = nil
+		if ferr := cc.bw.Flush(); ferr != nil {
+			err = &httpcodec.WriteError{Err: ferr}
+		}
 	}
 	if err != nil {
-		e.err = err.Error()
 		upKeep = false
+		var we *httpcodec.WriteError
+		if cc.tc.nwritten == written && !errors.As(err, &we) {
+			// The app's body failed before any byte of the response left the proxy: the
+			// client gets a clean 502 instead of a head with a cut-off body.
+			s.upstreamError(cc, &e, err)
+			return false
+		}
+		// Part of the response is gone to the client: all that is left is to end the
+		// connection, which the client sees as a cut-off body.
+		e.err = err.Error()
 		return false
+	}
+	if framingLost {
+		// The client may be sending the body nobody asked for: read it away before the
+		// close, so that the answer is not destroyed by a reset.
+		lingerClose(cc.c)
 	}
 	return keep
 }
 
-// sendRequest writes the request head and, unless the client waits for 100 Continue, its body.
-func (s *Server) sendRequest(cc *clientConn, up *upConn, getBuf func() []byte, e *entry) error {
-	req := &cc.req
-	if err := httpcodec.WriteRequestHead(up.bw, req); err != nil {
-		return err
+// clientBodyError ends a request whose body could not be read from the client.
+func (s *Server) clientBodyError(cc *clientConn, e *entry, err error) {
+	var pe *httpcodec.ParseError
+	switch {
+	case errors.As(err, &pe):
+		cc.answer(e, pe.Status, err)
+	case isTimeout(err):
+		cc.answer(e, 408, err)
+	default:
+		// The client went away in the middle of its body: nobody to answer.
+		e.status, e.err = 499, err.Error()
 	}
-	if req.Framing != httpcodec.NoBody && !req.ExpectContinue {
-		n, err := httpcodec.CopyBody(up.bw, cc.br, req.Framing, req.ContentLength, getBuf())
-		e.reqBytes = n
-		if err != nil {
-			return err
+}
+
+// upstreamError answers a request whose upstream failed before a response head reached the
+// client: 504 when the app stayed silent, 502 otherwise.
+func (s *Server) upstreamError(cc *clientConn, e *entry, err error) {
+	status := 502
+	if isTimeout(err) {
+		status = 504
+	}
+	s.logf("warn", "sidelane-proxy: %s %s -> %s: %v", cc.dir, cc.c.RemoteAddr(), cc.dst, err)
+	cc.answer(e, status, err)
+}
+
+// upstream returns a pooled connection to key that is still clean (nothing arrived on it
+// while it was idle, not even its end), or dials a new one.
+func (s *Server) upstream(key poolKey) (*upConn, error) {
+	for {
+		up := s.pool.get(key)
+		if up == nil {
+			break
 		}
+		if up.clean() {
+			return up, nil
+		}
+		s.m.discardedBy[key.dir][discardUnsolicited].Inc()
+		up.close()
 	}
-	return up.bw.Flush()
+	c, err := s.dial(key.dir, key.dst)
+	if err != nil {
+		return nil, err
+	}
+	return newUpConn(c, key, s.cfg.StreamIdleTimeout)
 }
 
 // serveRaw relays a non-HTTP connection to its original destination.
@@ -390,38 +694,69 @@ func (s *Server) serveRaw(cc *clientConn) {
 	s.m.raw.Add(1)
 	cc.setUpstream(up)
 	defer cc.setUpstream(nil)
-	relay(cc.c, cc.br, up, nil)
+	relay(cc.c, cc.br, up, nil, s.cfg.TCPIdleTimeout)
 }
 
 // relay copies a→b and b→a until both directions end, passing each end of stream on as a
 // half-close (CloseWrite), then closes both. Bytes already buffered in ar/br are sent first;
-// after that the kernel moves the data (splice between TCP sockets).
-func relay(a *net.TCPConn, ar *bufio.Reader, b *net.TCPConn, br *bufio.Reader) {
+// after that the kernel moves the data (splice between TCP sockets). When no byte has moved
+// in either direction for idle, both connections are closed.
+func relay(a *net.TCPConn, ar *bufio.Reader, b *net.TCPConn, br *bufio.Reader, idle time.Duration) {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
 	done := make(chan struct{})
 	go func() {
-		copyHalf(b, a, ar)
+		copyHalf(b, a, ar, idle, &last)
 		close(done)
 	}()
-	copyHalf(a, b, br)
+	copyHalf(a, b, br, idle, &last)
 	<-done
 	a.Close()
 	b.Close()
 }
 
-func copyHalf(dst, src *net.TCPConn, buffered *bufio.Reader) {
+// copyHalf copies src to dst until src ends or fails, then half-closes dst. Reads run in
+// periods of idle/2; at the end of a period in which the relay as a whole has been quiet for
+// idle, both sockets are closed. A write may take up to idle beyond its period: a write
+// deadline that fell between a read and its write would drop the bytes read (the kernel pipe
+// under splice), so a write that times out means the receiver took nothing for idle and ends
+// the relay.
+func copyHalf(dst, src *net.TCPConn, buffered *bufio.Reader, idle time.Duration, last *atomic.Int64) {
 	defer dst.CloseWrite()
 	if buffered != nil {
 		if n := buffered.Buffered(); n > 0 {
 			p, _ := buffered.Peek(n)
+			dst.SetWriteDeadline(time.Now().Add(idle))
 			if _, err := dst.Write(p); err != nil {
 				src.CloseRead()
 				return
 			}
 			buffered.Discard(n)
+			last.Store(time.Now().UnixNano())
 		}
 	}
-	if _, err := io.Copy(dst, src); err != nil {
-		// The other side is gone: stop reading too so the peer sees the end.
-		src.CloseRead()
+	period := idle / 2
+	for {
+		now := time.Now()
+		src.SetReadDeadline(now.Add(period))
+		writeDeadline := now.Add(period + idle)
+		dst.SetWriteDeadline(writeDeadline)
+		n, err := io.Copy(dst, src)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+		}
+		if err == nil {
+			return // end of stream
+		}
+		if !isTimeout(err) {
+			// The other side is gone: stop reading too so the peer sees the end.
+			src.CloseRead()
+			return
+		}
+		if !time.Now().Before(writeDeadline) || time.Since(time.Unix(0, last.Load())) >= idle {
+			src.Close()
+			dst.Close()
+			return
+		}
 	}
 }

@@ -38,14 +38,16 @@ type metrics struct {
 	reqBytesBy  [2]prometheus.Counter
 	respBytesBy [2]prometheus.Counter
 	// requestsBy caches requests_total children by direction, method and status code.
-	requestsBy [2][numMethods][600]atomic.Pointer[prometheus.Counter]
-	nonHTTP    nonHTTPMetrics // HTTP/2 streams and TLS connections (nonhttp.go)
+	requestsBy  [2][numMethods][600]atomic.Pointer[prometheus.Counter]
+	retriesBy   [2]prometheus.Counter
+	discardedBy [2][numDiscardReasons]prometheus.Counter
+	nonHTTP     nonHTTPMetrics // HTTP/2 streams and TLS connections (nonhttp.go)
 
-	active   atomic.Int64 // open client connections
-	http     atomic.Int64 // HTTP requests proxied
-	raw      atomic.Int64 // raw TCP connections relayed
-	refused  atomic.Int64 // connections refused (limit, loop, no original destination)
-	upstream atomic.Int64 // upstream connections dialled
+	activeBy [2]atomic.Int64 // open client connections per capture port
+	http     atomic.Int64    // HTTP requests proxied
+	raw      atomic.Int64    // raw TCP connections relayed
+	refused  atomic.Int64    // connections refused (limit, loop, no original destination)
+	upstream atomic.Int64    // upstream connections dialled
 }
 
 func newMetrics() *metrics {
@@ -71,9 +73,26 @@ func newMetrics() *metrics {
 		Name: "sidelane_proxy_response_bytes_total",
 		Help: "HTTP response body bytes sent to clients.",
 	}, []string{"direction"})
-	m.registry.MustRegister(m.connections, m.requests, m.duration, m.reqBytes, m.respBytes)
+	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidelane_proxy_upstream_retries_total",
+		Help: "Requests sent a second time, on a new upstream connection, because a pooled one failed before any response byte (idempotent requests without a body only).",
+	}, []string{"direction"})
+	discarded := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidelane_proxy_upstream_discarded_total",
+		Help: "Upstream connections not reused because bytes came that answer no request: unsolicited (while idle in the pool, or its end) or leftover (after the end of a response).",
+	}, []string{"direction", "reason"})
+	m.registry.MustRegister(m.connections, m.requests, m.duration, m.reqBytes, m.respBytes, retries, discarded)
 	m.registerNonHTTP()
 	for _, d := range []Direction{Inbound, Outbound} {
+		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "sidelane_proxy_active_connections",
+			Help:        "Client connections open now, per capture port.",
+			ConstLabels: prometheus.Labels{"direction": d.String()},
+		}, func() float64 { return float64(m.activeBy[d].Load()) }))
+		m.retriesBy[d] = retries.WithLabelValues(d.String())
+		for r := range numDiscardReasons {
+			m.discardedBy[d][r] = discarded.WithLabelValues(d.String(), discardReasons[r])
+		}
 		m.connBy[d] = m.connections.WithLabelValues(d.String())
 		m.durationBy[d] = m.duration.WithLabelValues(d.String())
 		m.reqBytesBy[d] = m.reqBytes.WithLabelValues(d.String())
@@ -81,6 +100,18 @@ func newMetrics() *metrics {
 	}
 	return m
 }
+
+// Why an upstream connection was not reused.
+const (
+	discardUnsolicited = iota
+	discardLeftover
+	numDiscardReasons
+)
+
+var discardReasons = [numDiscardReasons]string{"unsolicited", "leftover"}
+
+// active returns the open client connections of both capture ports.
+func (m *metrics) active() int64 { return m.activeBy[Inbound].Load() + m.activeBy[Outbound].Load() }
 
 // Methods get a bounded label set: anything unknown is "OTHER".
 const numMethods = 10

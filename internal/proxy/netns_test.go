@@ -198,10 +198,10 @@ type proxyProc struct {
 
 // startProxyIn starts the proxy binary as uid/gid 1337 in the namespace at path and waits
 // for its readiness endpoint.
-func startProxyIn(t *testing.T, pod, peer string) *proxyProc {
+func startProxyIn(t *testing.T, pod, peer string, args ...string) *proxyProc {
 	t.Helper()
 	p := &proxyProc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(proxyBinary, "-drain-timeout", "20s")
+	p.cmd = exec.Command(proxyBinary, append([]string{"-drain-timeout", "20s"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: contract.ProxyUID, Gid: contract.ProxyGID},
@@ -631,4 +631,65 @@ func testSIGTERMUnderLoad(t *testing.T, p *proxyProc, peer string) {
 	if len(lost) > 0 {
 		t.Errorf("%d requests lost, e.g. %v", len(lost), lost[:min(len(lost), 5)])
 	}
+}
+
+// TestCorpusThroughRules runs the conformance corpus (corpus_test.go) through the real binary
+// as uid 1337 behind the real capture rules: each case's app listens in the pod, each client
+// connects from the peer to the pod's address (inbound capture), and the exact bytes on both
+// sides are checked. Afterwards the proxy's active-connection gauge is back at zero.
+func TestCorpusThroughRules(t *testing.T) {
+	testenv.RequireRoot(t)
+	pod, peer := netnsPair(t)
+	b, err := capture.New(contract.BackendAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, err := redirect.FromAnnotations(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := capture.InNetns(pod, func() error { return b.Apply(rules.Build(settings, rules.IPv4, rules.IPv6)) }); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxyIn(t, pod, peer, "-expect-continue-timeout", "100ms")
+	runCorpus(t, func(t *testing.T, i int) (net.Listener, func() (net.Conn, error)) {
+		port := 20000 + i
+		l := listenIn(t, pod, "tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		return l, func() (net.Conn, error) {
+			return dialIn(context.Background(), peer, hostPort(podIPv4, port))
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		active := scrapeValue(t, peer, `sidelane_proxy_active_connections{direction="inbound"}`)
+		if active == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("active inbound connections = %v after the corpus, want 0\n%s", active, p.stderr.b.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// scrapeValue returns the value of one series from the proxy's Prometheus endpoint.
+func scrapeValue(t *testing.T, peer, series string) float64 {
+	t.Helper()
+	resp, err := clientIn(peer, false).Get(fmt.Sprintf("http://%s:%d%s", podIPv4, contract.PrometheusPort, contract.PrometheusPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no series %s", series)
+	return 0
 }

@@ -5,7 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // bufSize is the size of every connection's read and write buffer.
@@ -20,6 +23,8 @@ var (
 // upConn is one upstream connection with its buffers.
 type upConn struct {
 	c      *net.TCPConn
+	rc     syscall.RawConn
+	tc     timedConn
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	key    poolKey
@@ -27,12 +32,38 @@ type upConn struct {
 	reused bool // has carried a request before
 }
 
-func newUpConn(c *net.TCPConn, key poolKey) *upConn {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(c)
-	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(c)
-	return &upConn{c: c, br: br, bw: bw, key: key}
+// newUpConn wraps a new upstream connection; each read and write on it waits at most idle.
+func newUpConn(c *net.TCPConn, key poolKey, idle time.Duration) (*upConn, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	u := &upConn{c: c, rc: rc, key: key}
+	u.tc = timedConn{c: c, readIdle: idle, writeIdle: idle}
+	u.br = readerPool.Get().(*bufio.Reader)
+	u.br.Reset(&u.tc)
+	u.bw = writerPool.Get().(*bufio.Writer)
+	u.bw.Reset(&u.tc)
+	return u, nil
+}
+
+// clean reports whether nothing has arrived on an idle connection: no byte (an unsolicited
+// response such as a 408 an app sends before it closes an idle connection, or the rest of a
+// body that a HEAD or 204 response should not have had) and no end of stream. It peeks at the
+// socket without blocking and without consuming.
+func (u *upConn) clean() bool {
+	if u.br.Buffered() > 0 {
+		return false
+	}
+	var b [1]byte
+	clean := false
+	err := u.rc.Read(func(fd uintptr) bool {
+		_, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		clean = rerr == unix.EAGAIN
+		return true
+	})
+	return err == nil && clean
 }
 
 // close closes the connection and gives its buffers back.
@@ -86,6 +117,9 @@ func (p *pool) get(key poolKey) *upConn {
 
 // put keeps u for reuse, or closes it when the pool for its key is full or closed.
 func (p *pool) put(u *upConn) {
+	// No deadline while idle: clean() must be able to look at the socket however long
+	// the connection waited.
+	u.tc.setReadDeadline(time.Time{})
 	u.idleAt = time.Now()
 	u.reused = true
 	p.mu.Lock()

@@ -587,14 +587,47 @@ func TestValidate(t *testing.T) {
 
 func TestClassify(t *testing.T) {
 	tests := []struct {
-		in   string
-		want int
+		in    string
+		final bool
+		want  verdict
 	}{
-		{"GET ", 1}, {"GE", 0}, {"POST /", 1}, {"P", 0}, {"PRI * HTTP/2.0", -1}, {"\x16\x03", -1}, {"", 0}, {"OPTIONS", 0},
+		{"GET ", false, isHTTP1},
+		{"GE", false, undecided},
+		{"GE", true, isHTTP1},
+		{"P", false, undecided},
+		{"", false, undecided},
+		{"", true, notHTTP1},
+		{"OPTIONS", false, undecided},
+		// Any token is a method: RFC 9112 3.
+		{"PURGE / HTTP/1.1\r\n", false, isHTTP1},
+		{"PROPFIND /x HTTP/1.1\n", false, isHTTP1},
+		{"PURGE / HT", false, undecided},
+		{"PURGE / HT", true, isHTTP1}, // a slow request line still meets the parser
+		{"PURGE /", true, isHTTP1},
+		// Leading empty lines are skipped (RFC 9112 2.2).
+		{"\r\nPURGE / HTTP/1.1\r\n", false, isHTTP1},
+		{"\r\n\r\nGET", true, isHTTP1},
+		{"\r\n", false, undecided},
+		{"\r\n", true, notHTTP1},
+		// Claims to be HTTP, malformed: the parser answers 400 or 505.
+		{"GET /a b HTTP/1.1\r\n", false, isHTTP1},
+		{"GET /\r\n", false, isHTTP1},
+		{"FOO / HTTP/3.0\r\n", false, isHTTP1},
+		// Not HTTP/1.x.
+		{"PRI * HTTP/2.0\r\n", false, notHTTP1},
+		{"\x16\x03\x01", false, notHTTP1},
+		{"get key\r\n", false, notHTTP1},     // memcached
+		{"set k 0 0 5\r\n", false, notHTTP1}, // memcached
+		{"*1\r\n$4\r\nPING\r\n", false, notHTTP1},
+		{"PING\r\n", false, notHTTP1},
+		{"SSH-2.0-OpenSSH\r\n", false, notHTTP1},
+		{"FOO /x BAR\r\n", false, notHTTP1},
+		{"FOO /x HTTP/x\r\n", false, notHTTP1},
+		{"\x00\x00", false, notHTTP1},
 	}
 	for _, tt := range tests {
-		if got := classify([]byte(tt.in)); got != tt.want {
-			t.Errorf("classify(%q) = %d, want %d", tt.in, got, tt.want)
+		if got := classify([]byte(tt.in), tt.final); got != tt.want {
+			t.Errorf("classify(%q, final=%v) = %d, want %d", tt.in, tt.final, got, tt.want)
 		}
 	}
 }

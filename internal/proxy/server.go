@@ -242,8 +242,10 @@ func (s *Server) acceptLoop(l *net.TCPListener, dir Direction) {
 		}
 		backoff = 0
 		s.m.connBy[dir].Inc()
-		if s.m.active.Add(1) > int64(s.cfg.MaxConnections) {
-			s.m.active.Add(-1)
+		// The limit is per capture port: a flood of inbound connections cannot lock the
+		// app's own outbound traffic out, nor the reverse.
+		if s.m.activeBy[dir].Add(1) > int64(s.cfg.MaxConnections) {
+			s.m.activeBy[dir].Add(-1)
 			s.m.refused.Add(1)
 			c.SetLinger(0)
 			c.Close()
@@ -253,7 +255,7 @@ func (s *Server) acceptLoop(l *net.TCPListener, dir Direction) {
 		s.mu.Lock()
 		if s.draining.Load() {
 			s.mu.Unlock()
-			s.m.active.Add(-1)
+			s.m.activeBy[dir].Add(-1)
 			c.Close()
 			continue
 		}
@@ -270,7 +272,7 @@ func (s *Server) serve(cc *clientConn) {
 		s.mu.Lock()
 		delete(s.conns, cc)
 		s.mu.Unlock()
-		s.m.active.Add(-1)
+		s.m.activeBy[cc.dir].Add(-1)
 		cc.release()
 		s.wg.Done()
 	}()
@@ -368,7 +370,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Ready:             s.Ready(),
 		Draining:          s.draining.Load(),
-		ActiveConnections: s.m.active.Load(),
+		ActiveConnections: s.m.active(),
 		HTTPRequests:      s.m.http.Load(),
 		RawConnections:    s.m.raw.Load(),
 		Refused:           s.m.refused.Load(),

@@ -8,16 +8,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -29,7 +30,7 @@ import (
 )
 
 // The tests run in this order (one file, source order): the disruptive ones (agent restart,
-// API server cut off, DaemonSet deleted) come last and leave Sidelane installed again.
+// agent stopped, agent rollout, DaemonSet deleted) come last and leave Sidelane installed again.
 
 func TestInjectedPodRunsUnderRestricted(t *testing.T) {
 	e := setup(t)
@@ -295,83 +296,159 @@ func TestAgentRestartKeepsRecords(t *testing.T) {
 	}
 }
 
-// pluginAPIServer returns host:port of the API server that the CNI plugin talks to, from the
-// kubeconfig the agent wrote.
-func (e *env) pluginAPIServer(t *testing.T) (string, string) {
-	t.Helper()
-	p := filepath.Join(e.cniConfDir, contract.KubeconfigFile)
-	cfg, err := clientcmd.LoadFromFile(p)
-	if err != nil {
-		t.Fatalf("the plugin's kubeconfig %s: %v", p, err)
-	}
-	for _, c := range cfg.Clusters {
-		u, err := url.Parse(c.Server)
-		if err != nil {
-			t.Fatalf("server %q in %s: %v", c.Server, p, err)
-		}
-		port := u.Port()
-		if port == "" {
-			port = "443"
-		}
-		return u.Hostname(), port
-	}
-	t.Fatalf("no cluster in %s", p)
-	return "", ""
-}
-
-func TestAPIServerUnreachableSandboxRetries(t *testing.T) {
+// TestNoPodGetOnCacheHit: 20 injected pods start captured and the CNI plugin's path reads none
+// of them from the API server: the plugin holds no credential, and the agent answers from its
+// informer. The API server's audit log (hack/cluster.sh logs every pod GET with its user) shows
+// the agent's GETs of these pods to be at most its own cache-miss count.
+func TestNoPodGetOnCacheHit(t *testing.T) {
 	e := setup(t)
 	e.waitAgentReady(t)
-	host, port := e.pluginAPIServer(t)
-	if ip := net.ParseIP(host); ip == nil || ip.IsLoopback() {
-		t.Fatalf("the plugin reaches the API server at %s:%s; the test needs a non-loopback address to cut it off without cutting off the kubelet", host, port)
+	audit := filepath.Join(e.clusterDir, "logs", "audit.log")
+	fi, err := os.Stat(audit)
+	if err != nil {
+		t.Fatalf("the API server's audit log %s: %v (a cluster started by an older hack/cluster.sh? restart it)", audit, err)
 	}
-	// Reject connections from host processes to the address the plugin uses (matched on the
-	// original destination, before kube-proxy's DNAT, and only on packets of the original
-	// direction: the API server's answers to pods such as the injector also leave through OUTPUT).
-	// The kubelet uses 127.0.0.1 and is not cut off.
-	rule := []string{"OUTPUT", "-p", "tcp", "-m", "conntrack", "--ctorigdst", host, "--ctorigdstport", port, "--ctdir", "ORIGINAL",
-		"-m", "comment", "--comment", "sidelane-e2e", "-j", "REJECT", "--reject-with", "tcp-reset"}
-	unblock := func() { run("iptables", append([]string{"-D"}, rule...)...) }
-	if _, err := run("iptables", append([]string{"-I"}, rule...)...); err != nil {
-		t.Fatalf("cut off the API server: %v", err)
+	auditFrom := fi.Size()
+	ns := e.namespace(t, "e2e-noget", true, false)
+	missesBefore := agentMetricSum(t, "sidelane_agent_pod_cache_misses_total")
+	getsBefore := e.apiserverPodGets(t)
+	const n = 20
+	var names []string
+	for i := range n {
+		names = append(names, e.createPod(t, serverPod(ns, fmt.Sprintf("web-%d", i), podOpts{})).Name)
 	}
-	t.Cleanup(unblock)
-	// Drop established connections too, so that no kept-alive connection gets through.
-	run("conntrack", "-D", "-p", "tcp", "--orig-dst", host, "--orig-port-dst", port)
+	for _, name := range names {
+		p := e.waitReady(t, ns, name)
+		if netns := podNetns(t, p.Status.PodIP); !captured(netns) {
+			t.Errorf("pod %s not captured:\n%s", name, netnsRules(netns))
+		}
+	}
+	misses := agentMetricSum(t, "sidelane_agent_pod_cache_misses_total") - missesBefore
+	byUser := auditPodGets(t, audit, auditFrom, ns)
+	agentGets := byUser["system:serviceaccount:"+systemNS+":sidelane-agent"]
+	t.Logf("%d pods: agent cache misses %v, pod GETs of them by user %v; apiserver_request_total{resource=pods,verb=get} delta %v (all users, kubelet and this test included)",
+		n, misses, byUser, e.apiserverPodGets(t)-getsBefore)
+	if float64(agentGets) > misses {
+		t.Errorf("the agent GET %d of the pods but counted %v cache misses: the plugin path read pods it had cached", agentGets, misses)
+	}
+	for user, c := range byUser {
+		if strings.HasPrefix(user, "system:serviceaccount:"+systemNS+":") && user != "system:serviceaccount:"+systemNS+":sidelane-agent" {
+			t.Errorf("%s (a Sidelane identity other than the agent) GET the pods %d times", user, c)
+		}
+	}
+}
 
-	ns := e.namespace(t, "e2e-apidown", true, false)
+// TestAgentDownPodsWaitThenStartCaptured stops the agent (its DaemonSet still exists, so the
+// plugin stays installed): an injected pod waits (the plugin answers CNI error 11 naming the
+// socket, the kubelet retries) and starts captured once the agent is back; a pod of an excluded
+// namespace starts during the outage.
+func TestAgentDownPodsWaitThenStartCaptured(t *testing.T) {
+	e := setup(t)
+	e.waitAgentReady(t)
+	start := func() {
+		e.kubectlRun("-n", systemNS, "patch", "daemonset", agentDS, "--type=json",
+			"-p", `[{"op":"remove","path":"/spec/template/spec/nodeSelector/sidelane-e2e-agent"}]`)
+	}
+	if out, err := e.kubectlRun("-n", systemNS, "patch", "daemonset", agentDS, "--type=merge",
+		"-p", `{"spec":{"template":{"spec":{"nodeSelector":{"sidelane-e2e-agent":"stopped"}}}}}`); err != nil {
+		t.Fatalf("stop the agent: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { start(); e.waitAgentReady(t) })
+	poll(t, 120*time.Second, "the agent pods are gone", func() (bool, error) {
+		l, err := e.kube.CoreV1().Pods(systemNS).List(ctx(t), metav1.ListOptions{LabelSelector: agentSelector})
+		return err == nil && len(l.Items) == 0, err
+	})
+	if _, cur := e.conflist(t); !hasOurEntry(cur) {
+		t.Fatalf("the plugin was uninstalled while its DaemonSet exists:\n%s", cur)
+	}
+
+	ns := e.namespace(t, "e2e-agentdown", true, false)
 	p := e.createPod(t, serverPod(ns, "server", podOpts{}))
-	// While the API server is unreachable for the plugin, the sandbox cannot be set up.
-	sawFailure := false
-	deadline := time.Now().Add(45 * time.Second)
-	for time.Now().Before(deadline) && !sawFailure {
+	excluded := serverPod("kube-system", "e2e-excluded-"+randSuffix(), podOpts{})
+	excluded = e.createPod(t, excluded)
+	t.Cleanup(func() {
+		e.kube.CoreV1().Pods("kube-system").Delete(context.Background(), excluded.Name, metav1.DeleteOptions{})
+	})
+	e.waitReady(t, "kube-system", excluded.Name)
+
+	// The injected pod's sandbox fails with the plugin's "try again later" naming the socket.
+	poll(t, 90*time.Second, "a FailedCreatePodSandBox event naming the agent socket", func() (bool, error) {
+		if now, err := e.kube.CoreV1().Pods(ns).Get(ctx(t), p.Name, metav1.GetOptions{}); err == nil && ready(now) {
+			t.Fatalf("injected pod became Ready while the agent was down")
+		}
 		evs, err := e.kube.CoreV1().Events(ns).List(ctx(t), metav1.ListOptions{FieldSelector: "involvedObject.name=" + p.Name})
-		if err == nil {
-			for _, ev := range evs.Items {
-				if ev.Reason == "FailedCreatePodSandBox" {
-					sawFailure = true
-					t.Logf("while cut off: %s: %s", ev.Reason, tail(ev.Message, 3))
-				}
+		if err != nil {
+			return false, err
+		}
+		for _, ev := range evs.Items {
+			if ev.Reason == "FailedCreatePodSandBox" && strings.Contains(ev.Message, contract.DefaultAgentSocket) {
+				t.Logf("while the agent is down: %s", tail(ev.Message, 3))
+				return true, nil
 			}
 		}
-		now, err := e.kube.CoreV1().Pods(ns).Get(ctx(t), p.Name, metav1.GetOptions{})
-		if err == nil && ready(now) {
-			t.Fatalf("pod became Ready while the plugin could not reach the API server (it must not be set up without knowing the pod)")
-		}
-		time.Sleep(time.Second)
-	}
-	unblock()
-	if !sawFailure {
-		t.Errorf("no FailedCreatePodSandBox event within 45 s while the plugin could not reach the API server")
-	}
-	start := time.Now()
+		return false, nil
+	})
+	start()
+	e.waitAgentReady(t)
 	p = e.waitReady(t, ns, p.Name)
-	t.Logf("pod Ready %v after the API server came back", time.Since(start).Round(time.Second))
-	netns := podNetns(t, p.Status.PodIP)
-	if !captured(netns) {
-		t.Fatalf("pod came up after the outage without Sidelane rules:\n%s", netnsRules(netns))
+	if netns := podNetns(t, p.Status.PodIP); !captured(netns) {
+		t.Fatalf("pod started after the outage without Sidelane rules:\n%s", netnsRules(netns))
 	}
+}
+
+// TestRolloutRestartPodsEndCaptured: during `kubectl rollout restart` of the agent every pod
+// created in a labelled namespace ends captured; no Sidelane credential file is under the CNI
+// conf dir.
+func TestRolloutRestartPodsEndCaptured(t *testing.T) {
+	e := setup(t)
+	e.waitAgentReady(t)
+	noCredentials(t, e.cniConfDir)
+	ns := e.namespace(t, "e2e-rollout", true, false)
+	old := e.waitAgentReady(t)
+	if out, err := e.kubectlRun("-n", systemNS, "rollout", "restart", "daemonset/"+agentDS); err != nil {
+		t.Fatalf("rollout restart: %v\n%s", err, out)
+	}
+	var names []string
+	create := func() {
+		names = append(names, e.createPod(t, serverPod(ns, fmt.Sprintf("web-%d", len(names)), podOpts{})).Name)
+	}
+	create()
+	// More pods while the old agent is going away and the new one is not ready yet.
+	poll(t, podTimeout, "the old agent pod is gone", func() (bool, error) {
+		if len(names) < 4 {
+			create()
+		}
+		_, err := e.kube.CoreV1().Pods(systemNS).Get(ctx(t), old.Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	create()
+	if out, err := e.kubectlRun("-n", systemNS, "rollout", "status", "daemonset/"+agentDS, "--timeout=180s"); err != nil {
+		t.Fatalf("rollout status: %v\n%s", err, out)
+	}
+	create()
+	t.Logf("%d pods created during the rollout", len(names))
+	for _, name := range names {
+		p := e.waitReady(t, ns, name)
+		if netns := podNetns(t, p.Status.PodIP); !captured(netns) {
+			t.Errorf("pod %s created during the rollout is not captured:\n%s", name, netnsRules(netns))
+		}
+	}
+	noCredentials(t, e.cniConfDir)
+}
+
+// noCredentials fails when a Sidelane credential file is under the CNI conf dir.
+func noCredentials(t *testing.T, dir string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		name := d.Name()
+		if slices.Contains(contract.LegacyCredentialFiles, name) || (strings.Contains(name, "sidelane") && !strings.HasSuffix(name, ".conflist")) {
+			t.Errorf("Sidelane file %s under the CNI conf dir (the plugin holds no credential)", path)
+		}
+		return nil
+	})
 }
 
 // TestUninstallAndRepair deletes the DaemonSet (the agent uninstalls: conflist exactly as
@@ -409,9 +486,7 @@ func TestUninstallAndRepair(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.cniBinDir, contract.PluginBinary)); !os.IsNotExist(err) {
 		t.Errorf("after uninstall %s is still in %s (stat: %v)", contract.PluginBinary, e.cniBinDir, err)
 	}
-	if _, err := os.Stat(filepath.Join(e.cniConfDir, contract.KubeconfigFile)); !os.IsNotExist(err) {
-		t.Errorf("after uninstall %s is still in %s (stat: %v)", contract.KubeconfigFile, e.cniConfDir, err)
-	}
+	noCredentials(t, e.cniConfDir)
 
 	// New pods start fine without Sidelane; an injected one runs uncaptured for now.
 	plainNS := e.namespace(t, "e2e-plain", false, true)

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/agentapi/unixhttp"
 	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/testenv"
 )
@@ -403,7 +404,7 @@ func captured(netns string) bool {
 // agentPods asks the node agent for its records, over its unix socket on the host.
 func agentPods(t *testing.T) (agentapi.PodList, error) {
 	t.Helper()
-	c := agentapi.UnixClient(contract.DefaultAgentSocket, 10*time.Second)
+	c := unixhttp.Client(contract.DefaultAgentSocket, 10*time.Second)
 	resp, err := c.Get("http://sidelane-agent" + agentapi.PathPods)
 	if err != nil {
 		return agentapi.PodList{}, fmt.Errorf("GET %s on %s: %w", agentapi.PathPods, contract.DefaultAgentSocket, err)
@@ -524,4 +525,90 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// agentMetricSum sums every series of the agent's metric name (over its unix socket).
+func agentMetricSum(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := unixhttp.Client(contract.DefaultAgentSocket, 10*time.Second).Get("http://sidelane-agent" + agentapi.PathMetrics)
+	if err != nil {
+		t.Fatalf("agent metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	return sumSeries(t, resp.Body, name)
+}
+
+// apiserverPodGets is apiserver_request_total{resource="pods",verb="GET"} summed (all users).
+func (e *env) apiserverPodGets(t *testing.T) float64 {
+	t.Helper()
+	b, err := e.kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx(t))
+	if err != nil {
+		t.Fatalf("API server metrics: %v", err)
+	}
+	var sum float64
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "apiserver_request_total{") && strings.Contains(line, `resource="pods"`) &&
+			strings.Contains(line, `verb="GET"`) && strings.Contains(line, `subresource=""`) {
+			if f := strings.Fields(line); len(f) == 2 {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				sum += v
+			}
+		}
+	}
+	return sum
+}
+
+// sumSeries sums the samples of metric name in a Prometheus text exposition.
+func sumSeries(t *testing.T, r io.Reader, name string) float64 {
+	var sum float64
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// auditPodGets counts, by user, the GETs of pods in namespace ns that the API server's audit log
+// recorded from byte offset from on.
+func auditPodGets(t *testing.T, path string, from int64, ns string) map[string]int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("audit log: %v", err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var ev struct {
+			Stage     string                    `json:"stage"`
+			Verb      string                    `json:"verb"`
+			User      struct{ Username string } `json:"user"`
+			ObjectRef struct {
+				Resource, Namespace, Subresource string
+			} `json:"objectRef"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Stage != "ResponseComplete" || ev.Verb != "get" ||
+			ev.ObjectRef.Resource != "pods" || ev.ObjectRef.Subresource != "" || ev.ObjectRef.Namespace != ns {
+			continue
+		}
+		out[ev.User.Username]++
+	}
+	return out
 }

@@ -6,7 +6,6 @@ package inspect
 
 import (
 	"fmt"
-	"net/netip"
 	"sync"
 
 	"github.com/sidelane/sidelane/internal/agent/record"
@@ -97,17 +96,10 @@ func (c *Capture) Apply(backend, netns string, rs rules.Ruleset) error {
 	return capture.InNetns(netns, func() error { return b.Apply(rs) })
 }
 
-// Ruleset is the ruleset of settings s for a pod with the given IPs: IPv6 rules are added when
-// one of the pod's addresses is IPv6, as the plugin does.
+// Ruleset is the ruleset of settings s for a pod with the given IPs (the sandbox addresses the
+// plugin reported): the families come from rules.FamiliesFor, the decision the plugin's ADD used.
 func Ruleset(s redirect.Settings, podIPs []string) rules.Ruleset {
-	fams := []rules.Family{rules.IPv4}
-	for _, ip := range podIPs {
-		if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
-			fams = append(fams, rules.IPv6)
-			break
-		}
-	}
-	return rules.Build(s, fams...)
+	return rules.Build(s, rules.FamiliesFor(podIPs)...)
 }
 
 // BackendOf returns the backend to inspect r with: the one recorded, else def (the plugin's

@@ -14,8 +14,8 @@ import (
 
 // InstallStats is what the metrics read from the install watcher.
 type InstallStats struct {
-	Writes, Overwrites, Fights, Errors, TokenRefreshes uint64
-	Fighting                                           bool
+	Writes, Overwrites, Fights, Errors uint64
+	Fighting                           bool
 }
 
 // Metrics are the agent's collectors on their own registry.
@@ -27,6 +27,8 @@ type Metrics struct {
 	Repairs        *prometheus.CounterVec   // result
 	RepairDuration *prometheus.HistogramVec // result: from detection to rules applied
 	APIRequests    *prometheus.CounterVec   // listener, route, code
+	Decisions      *prometheus.CounterVec   // result: capture|skip|error (plugin Decide requests)
+	CacheMisses    *prometheus.CounterVec   // reason: not_synced|not_found|uid_mismatch (pod GETs to the API server)
 }
 
 // New registers the agent's metrics. pods returns the number of recorded pods by state;
@@ -56,8 +58,14 @@ func New(pods func() map[string]int, install func() InstallStats) *Metrics {
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidelane_agent_api_requests_total", Help: "API requests by listener (unix, tcp), route and status code.",
 		}, []string{"listener", "route", "code"}),
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidelane_agent_plugin_decisions_total", Help: "Capture decisions asked by the CNI plugin at ADD, by result (capture, skip, error).",
+		}, []string{"result"}),
+		CacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidelane_agent_pod_cache_misses_total", Help: "Plugin decisions the pod informer's cache could not answer, each one pod GET to the API server, by reason.",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.Reports, m.AddDuration, m.Drift, m.Repairs, m.RepairDuration, m.APIRequests)
+	reg.MustRegister(m.Reports, m.AddDuration, m.Drift, m.Repairs, m.RepairDuration, m.APIRequests, m.Decisions, m.CacheMisses)
 	if pods != nil {
 		reg.MustRegister(&podsCollector{pods: pods, desc: prometheus.NewDesc("sidelane_agent_pods",
 			"Pods in the agent's record, by state.", []string{"state"}, nil)})
@@ -74,8 +82,6 @@ func New(pods func() map[string]int, install func() InstallStats) *Metrics {
 			func(s InstallStats) float64 { return float64(s.Fights) })
 		counter("sidelane_agent_install_errors_total", "Failed install reconciles.",
 			func(s InstallStats) float64 { return float64(s.Errors) })
-		counter("sidelane_agent_token_refreshes_total", "Plugin kubeconfig token refreshes.",
-			func(s InstallStats) float64 { return float64(s.TokenRefreshes) })
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sidelane_agent_install_fighting", Help: "1 while another component keeps overwriting our entry."},
 			func() float64 {
 				if install().Fighting {

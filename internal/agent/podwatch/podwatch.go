@@ -29,6 +29,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/sidelane/sidelane/internal/agent/record"
+	"github.com/sidelane/sidelane/internal/cnirpc"
+	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/redirect"
 	"github.com/sidelane/sidelane/internal/selection"
 )
@@ -47,6 +49,19 @@ func PodInfo(pod *corev1.Pod, excluded []string) record.PodInfo {
 	}
 	p.Running = pod.DeletionTimestamp == nil && len(p.PodIPs) > 0 &&
 		(pod.Status.Phase == corev1.PodRunning || pod.Status.Phase == corev1.PodPending)
+	p.Injected = selection.Decide(Facts(pod), excludedFunc(excluded)).Capture
+	if p.Injected {
+		if s, err := redirect.FromAnnotations(pod.Annotations); err != nil {
+			p.SettingsErr = err.Error()
+		} else {
+			p.Settings = &s
+		}
+	}
+	return p
+}
+
+// Facts are the plain facts of pod that selection.Decide reads.
+func Facts(pod *corev1.Pod) selection.PodFacts {
 	facts := selection.PodFacts{Namespace: pod.Namespace, Labels: pod.Labels, Annotations: pod.Annotations, HostNetwork: pod.Spec.HostNetwork}
 	for _, c := range pod.Spec.Containers {
 		facts.Containers = append(facts.Containers, c.Name)
@@ -56,15 +71,70 @@ func PodInfo(pod *corev1.Pod, excluded []string) record.PodInfo {
 			facts.NativeSidecars = append(facts.NativeSidecars, c.Name)
 		}
 	}
-	p.Injected = selection.Decide(facts, func(ns string) bool { return slices.Contains(excluded, ns) }).Capture
-	if p.Injected {
-		if s, err := redirect.FromAnnotations(pod.Annotations); err != nil {
-			p.SettingsErr = err.Error()
-		} else {
-			p.Settings = &s
+	return facts
+}
+
+func excludedFunc(excluded []string) func(string) bool {
+	return func(ns string) bool { return ns == contract.SystemNamespace || slices.Contains(excluded, ns) }
+}
+
+// DefaultLookupTimeout bounds the API GET of a pod the cache does not hold; it stays below the
+// plugin's wait for the decision (cniplugin.DefaultDecideTimeout).
+const DefaultLookupTimeout = 3 * time.Second
+
+// Cache-miss reasons (metric label).
+const (
+	MissNotSynced   = "not_synced"   // the informer has not synced yet (agent start)
+	MissNotFound    = "not_found"    // the pod is not in the cache yet
+	MissUIDMismatch = "uid_mismatch" // the cache holds an older pod of that name
+)
+
+// Decide answers the plugin's question at ADD from the informer's cache of the node's pods;
+// on a miss (not synced, not cached yet, or another uid) it GETs the pod with the agent's own
+// credentials, bounded by LookupTimeout, and counts the miss (OnMiss).
+func (w *Watcher) Decide(ctx context.Context, req cnirpc.DecideRequest) (cnirpc.Decision, error) {
+	var pod *corev1.Pod
+	miss := MissNotSynced
+	if w.Synced() {
+		p, err := w.lister.Pods(req.Namespace).Get(req.Name)
+		switch {
+		case err == nil && (req.UID == "" || string(p.UID) == req.UID):
+			pod = p
+		case err == nil:
+			miss = MissUIDMismatch
+		default:
+			miss = MissNotFound
 		}
 	}
-	return p
+	missed := pod == nil
+	if missed {
+		if w.OnMiss != nil {
+			w.OnMiss(miss)
+		}
+		timeout := w.LookupTimeout
+		if timeout <= 0 {
+			timeout = DefaultLookupTimeout
+		}
+		gctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		p, err := w.Client.CoreV1().Pods(req.Namespace).Get(gctx, req.Name, metav1.GetOptions{})
+		if err != nil {
+			return cnirpc.Decision{}, fmt.Errorf("pod %s/%s not in the agent's cache (%s) and the API server did not answer within %s: %w", req.Namespace, req.Name, miss, timeout, err)
+		}
+		pod = p
+	}
+	d := cnirpc.DecisionFor(string(pod.UID), Facts(pod), excludedFunc(w.Excluded), req.SandboxIPs)
+	d.CacheMiss = missed
+	return d, nil
+}
+
+// Cached reports whether the informer's cache holds namespace/name (a Decide for it is a hit).
+func (w *Watcher) Cached(namespace, name string) bool {
+	if !w.Synced() {
+		return false
+	}
+	_, err := w.lister.Pods(namespace).Get(name)
+	return err == nil
 }
 
 // Watcher runs the informer and the worker.
@@ -80,7 +150,11 @@ type Watcher struct {
 	Interval time.Duration
 	// Grace is how long a record of a pod the informer does not know is kept (default 30s).
 	Grace time.Duration
-	Log   *slog.Logger
+	// LookupTimeout bounds Decide's API GET on a cache miss (default DefaultLookupTimeout).
+	LookupTimeout time.Duration
+	// OnMiss, when set, is called with the reason of each cache miss of Decide.
+	OnMiss func(reason string)
+	Log    *slog.Logger
 
 	synced atomic.Bool
 	queue  workqueue.TypedRateLimitingInterface[string]

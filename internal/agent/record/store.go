@@ -14,8 +14,11 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/atomicfile"
@@ -29,8 +32,17 @@ const FileName = "pods.json"
 // DefaultMaxRecords bounds the record; beyond it the least recently updated records go first.
 const DefaultMaxRecords = 4096
 
-// maxReason bounds a record's reason text.
-const maxReason = 1024
+// Bounds of what one record stores (a report is refused beyond them, except the reason, which
+// is cut): the record file and the report latency stay bounded whatever a client sends.
+const (
+	maxReason     = 1024 // reason text, cut beyond
+	maxIdentifier = 256  // uid, container ID, netns path, backend name
+	maxPodIPs     = 16
+	maxIP         = 64
+	maxRules      = 512
+	maxRule       = 1024
+	maxSettings   = 8 << 10 // JSON size of the redirect settings
+)
 
 // Record is one pod's record: the API view plus what the agent needs to inspect and repair.
 type Record struct {
@@ -148,6 +160,9 @@ func (s *Store) List() []Record {
 func (s *Store) ApplyReport(rep agentapi.Report) error {
 	if rep.Namespace == "" || rep.Name == "" {
 		return fmt.Errorf("report: namespace and name are required (got %q/%q)", rep.Namespace, rep.Name)
+	}
+	if err := validateReport(rep); err != nil {
+		return err
 	}
 	switch rep.Event {
 	case agentapi.EventAdd, agentapi.EventCheck, agentapi.EventDel:
@@ -382,6 +397,55 @@ func clone(r *Record) Record {
 		c.Settings = &st
 	}
 	return c
+}
+
+// validateReport refuses names that are not Kubernetes names (the record key joins them with
+// "/", which neither may contain) and values beyond the record's bounds.
+func validateReport(rep agentapi.Report) error {
+	if errs := validation.IsDNS1123Label(rep.Namespace); len(errs) > 0 {
+		return fmt.Errorf("report: namespace %q is not a namespace name: %s", cut(rep.Namespace), strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(rep.Name); len(errs) > 0 {
+		return fmt.Errorf("report: name %q is not a pod name: %s", cut(rep.Name), strings.Join(errs, "; "))
+	}
+	for _, f := range []struct{ field, value string }{
+		{"uid", rep.UID}, {"containerID", rep.ContainerID}, {"netns", rep.Netns}, {"ifName", rep.IfName},
+		{"backend", rep.Backend}, {"event", rep.Event}, {"state", rep.State},
+	} {
+		if len(f.value) > maxIdentifier {
+			return fmt.Errorf("report for %s/%s: field %q is %d bytes long, at most %d allowed", rep.Namespace, rep.Name, f.field, len(f.value), maxIdentifier)
+		}
+	}
+	if len(rep.PodIPs) > maxPodIPs {
+		return fmt.Errorf("report for %s/%s: %d pod IPs, at most %d allowed", rep.Namespace, rep.Name, len(rep.PodIPs), maxPodIPs)
+	}
+	for _, ip := range rep.PodIPs {
+		if len(ip) > maxIP {
+			return fmt.Errorf("report for %s/%s: pod IP %q is too long", rep.Namespace, rep.Name, cut(ip))
+		}
+	}
+	if len(rep.Rules) > maxRules {
+		return fmt.Errorf("report for %s/%s: %d rules, at most %d allowed", rep.Namespace, rep.Name, len(rep.Rules), maxRules)
+	}
+	for _, r := range rep.Rules {
+		if len(r) > maxRule {
+			return fmt.Errorf("report for %s/%s: a rule of %d bytes, at most %d allowed", rep.Namespace, rep.Name, len(r), maxRule)
+		}
+	}
+	if rep.Settings != nil {
+		if b, err := json.Marshal(rep.Settings); err != nil || len(b) > maxSettings {
+			return fmt.Errorf("report for %s/%s: redirect settings larger than %d bytes", rep.Namespace, rep.Name, maxSettings)
+		}
+	}
+	return nil
+}
+
+// cut shortens a refused value for an error message.
+func cut(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 func truncate(s string) string {

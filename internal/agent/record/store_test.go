@@ -1,8 +1,10 @@
 package record
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +191,83 @@ func TestAlign(t *testing.T) {
 	}
 	if _, ok := s.Get("ns", "kept"); ok {
 		t.Error("deleted pod still recorded")
+	}
+}
+
+// TestReportKeysCannotCollide: the record key joins namespace and name with "/", so a name
+// that is not a Kubernetes name is refused: "a" + "b/c" and "a/b" + "c" never share a record.
+func TestReportKeysCannotCollide(t *testing.T) {
+	s, err := Open(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ ns, name, want string }{
+		{"a", "b/c", "not a pod name"},
+		{"a/b", "c", "not a namespace name"},
+		{"A", "web", "not a namespace name"},
+		{"ns", "Web_1", "not a pod name"},
+		{"ns", strings.Repeat("x", 300), "not a pod name"},
+	} {
+		r := add(tc.ns, tc.name, "u", "c1")
+		if err := s.ApplyReport(r); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("report for %q/%q: err = %v, want %q", tc.ns, cut(tc.name), err, tc.want)
+		}
+	}
+	if n := len(s.List()); n != 0 {
+		t.Errorf("%d records after refused reports", n)
+	}
+	if err := s.ApplyReport(add("ns", "web-1.x", "u", "c1")); err != nil {
+		t.Errorf("valid names refused: %v", err)
+	}
+}
+
+// TestReportStringsBounded: every string a report can store is bounded (the reason is cut, the
+// rest refused), so that a record of many large reports stays small.
+func TestReportStringsBounded(t *testing.T) {
+	big := strings.Repeat("x", maxIdentifier+1)
+	for _, tc := range []struct {
+		name   string
+		modify func(r *agentapi.Report)
+		want   string
+	}{
+		{"uid", func(r *agentapi.Report) { r.UID = big }, `"uid"`},
+		{"container ID", func(r *agentapi.Report) { r.ContainerID = big }, `"containerID"`},
+		{"netns", func(r *agentapi.Report) { r.Netns = big }, `"netns"`},
+		{"backend", func(r *agentapi.Report) { r.Backend = big }, `"backend"`},
+		{"many IPs", func(r *agentapi.Report) { r.PodIPs = make([]string, maxPodIPs+1) }, "pod IPs"},
+		{"long IP", func(r *agentapi.Report) { r.PodIPs = []string{big} }, "pod IP"},
+		{"many rules", func(r *agentapi.Report) { r.Rules = make([]string, maxRules+1) }, "rules"},
+		{"long rule", func(r *agentapi.Report) { r.Rules = []string{strings.Repeat("x", maxRule+1)} }, "rule of"},
+		{"huge settings", func(r *agentapi.Report) { r.Settings.ExcludeInboundPorts = slices.Repeat([]uint16{15000}, 4000) }, "settings"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(t.TempDir(), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := add("ns", "a", "u1", "c1")
+			st := *r.Settings
+			r.Settings = &st
+			tc.modify(&r)
+			if err := s.ApplyReport(r); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+	// 20 reports with 0.5 MiB reasons keep the record file small.
+	dir := t.TempDir()
+	s, err := Open(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		r := add("ns", fmt.Sprintf("p%d", i), "u", "c")
+		r.State, r.Reason = agentapi.StateFailed, strings.Repeat("x", 512<<10)
+		if err := s.ApplyReport(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, FileName)); err != nil || fi.Size() > 64<<10 {
+		t.Errorf("record file after 20 large reports: %v bytes (%v), want at most 64 KiB", fi.Size(), err)
 	}
 }

@@ -1,8 +1,10 @@
-// Package server is the node agent's HTTP API (DESIGN.md "Node agent API"): the plugin's
-// reports (unix socket only), the pod list, a pod's rules, metrics and health. The same
-// routes are served on the unix socket (trusted: only root on the node can reach it) and on TCP,
-// where every request except the health probes needs a Kubernetes bearer token that may do
-// what the request does (package auth).
+// Package server is the node agent's API (docs/design.md "Node agent API"): on the unix socket
+// the CNI plugin's framed protocol (package cnirpc: decisions at ADD, reports) beside the HTTP
+// API (the pod list, a pod's rules, metrics, health, and POST /v1/reports for plugins of older
+// releases), told apart by the first byte of each connection (ServeUnix). The HTTP routes are
+// also served on TCP, where every request except the health probes needs a Kubernetes bearer
+// token that may do what the request does (package auth). The unix socket is trusted: only
+// root on the node can reach it.
 package server
 
 import (
@@ -17,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/sidelane/sidelane/internal/agent/auth"
@@ -24,6 +27,7 @@ import (
 	"github.com/sidelane/sidelane/internal/agent/metrics"
 	"github.com/sidelane/sidelane/internal/agent/record"
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/cnirpc"
 )
 
 // maxReport bounds a report's body.
@@ -41,7 +45,11 @@ type Server struct {
 	Metrics *metrics.Metrics
 	// OnReport, when set, is called after a report was recorded.
 	OnReport func(agentapi.Report)
-	Log      *slog.Logger
+	// Decider answers the plugin's Decide requests (podwatch.Watcher.Decide).
+	Decider func(ctx context.Context, req cnirpc.DecideRequest) (cnirpc.Decision, error)
+	Log     *slog.Logger
+
+	warned sync.Map // warnings of plugins already logged
 }
 
 // Listener names (metric label).
@@ -156,9 +164,22 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("report: invalid JSON: %v", err))
 		return
 	}
-	if err := s.Store.ApplyReport(rep); err != nil {
+	// One JSON object and nothing after it.
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, "report: data after the JSON object")
+		return
+	}
+	if err := s.applyReport(rep); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// applyReport records a plugin report (HTTP or framed protocol).
+func (s *Server) applyReport(rep agentapi.Report) error {
+	if err := s.Store.ApplyReport(rep); err != nil {
+		return err
 	}
 	if s.Metrics != nil {
 		s.Metrics.Reports.WithLabelValues(rep.Event, rep.State).Inc()
@@ -170,7 +191,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	if s.OnReport != nil {
 		s.OnReport(rep)
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (s *Server) pods(w http.ResponseWriter, _ *http.Request) {

@@ -2,8 +2,10 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +26,8 @@ import (
 	"github.com/sidelane/sidelane/internal/agent/metrics"
 	"github.com/sidelane/sidelane/internal/agent/record"
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/agentapi/unixhttp"
+	"github.com/sidelane/sidelane/internal/cnirpc"
 	"github.com/sidelane/sidelane/internal/redirect"
 	"github.com/sidelane/sidelane/internal/rules"
 )
@@ -177,7 +181,10 @@ func TestUnixRoutes(t *testing.T) {
 	if len(got) != 1 || got[0].Name != "new" {
 		t.Errorf("OnReport saw %+v", got)
 	}
-	for _, bad := range []struct{ body, want string }{{"{", "invalid JSON"}, {`{"event":"ADD","namespace":"a","name":"b","state":"nope"}`, `unknown state \"nope\"`}} {
+	for _, bad := range []struct{ body, want string }{{"{", "invalid JSON"}, {`{"event":"ADD","namespace":"a","name":"b","state":"nope"}`, `unknown state \"nope\"`},
+		{`{"event":"ADD","namespace":"a","name":"b","state":"skipped"}garbage`, "data after the JSON object"},
+		{`{"event":"ADD","namespace":"a","name":"b","state":"skipped"} {}`, "data after the JSON object"},
+		{`{"event":"ADD","namespace":"a","name":"b/c","state":"skipped"}`, "not a pod name"}} {
 		if rec := do(t, h, "POST", "/v1/reports", "", []byte(bad.body)); rec.Code != 400 || !strings.Contains(rec.Body.String(), bad.want) {
 			t.Errorf("bad report %s: %d %s", bad.body, rec.Code, rec.Body)
 		}
@@ -311,4 +318,59 @@ func TestIsLoopback(t *testing.T) {
 			t.Errorf("IsLoopback(%q) != %v", addr, want)
 		}
 	}
+}
+
+// TestServeUnixSniffs: the plugin's framed protocol and the HTTP API share the unix socket; each
+// connection is routed by its first byte.
+func TestServeUnixSniffs(t *testing.T) {
+	srv, _ := newServer(t)
+	srv.Decider = func(_ context.Context, req cnirpc.DecideRequest) (cnirpc.Decision, error) {
+		return cnirpc.Decision{Capture: false, Reason: "asked about " + req.Name}, nil
+	}
+	var logs bytes.Buffer
+	srv.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	dir, err := os.MkdirTemp("", "slsrv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "cni.sock")
+	l, err := ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeUnix(ctx, l, srv.UnixHandler()) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeUnix: %v", err)
+		}
+	}()
+
+	warn := []string{"field \"kubeconfig\" is ignored"}
+	for range 2 {
+		resp, err := cnirpc.Call(ctx, sock, cnirpc.Request{Op: cnirpc.OpDecide, Decide: &cnirpc.DecideRequest{Namespace: "team", Name: "web"}, Warnings: warn}, 5*time.Second)
+		if err != nil || resp.Decision == nil || resp.Decision.Reason != "asked about web" {
+			t.Fatalf("decide over the socket: %+v %v", resp, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "kubeconfig"); n != 1 {
+		t.Errorf("warning logged %d times, want once:\n%s", n, logs.String())
+	}
+	if _, err := cnirpc.Call(ctx, sock, cnirpc.Request{Op: cnirpc.OpReport, Report: &agentapi.Report{Event: "ADD", Namespace: "team", Name: "rpc", State: "skipped"}}, 5*time.Second); err != nil {
+		t.Fatalf("report over the socket: %v", err)
+	}
+	if _, err := cnirpc.Call(ctx, sock, cnirpc.Request{Op: cnirpc.OpReport, Report: &agentapi.Report{Event: "ADD", Namespace: "team", Name: "a/b", State: "skipped"}}, 5*time.Second); err == nil || !strings.Contains(err.Error(), "not a pod name") {
+		t.Errorf("bad report over the socket: %v", err)
+	}
+	if _, ok := srv.Store.Get("team", "rpc"); !ok {
+		t.Error("framed report not recorded")
+	}
+	resp, err := unixhttp.Client(sock, 5*time.Second).Get("http://agent/v1/pods")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HTTP on the same socket: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

@@ -1,7 +1,7 @@
 // Package cnitest is the harness that the plugin's conformance tests and its benchmark share:
 // it builds the real plugins (bridge, host-local, sidelane-cni), creates a test-owned "host"
-// network namespace where the plugins run, serves pods from a small stand-in for the
-// Kubernetes API server listening inside that namespace, and drives the chain through libcni,
+// network namespace where the plugins run, answers the plugin from a stand-in node agent on a
+// unix socket (the real protocol, package cnirpc), and drives the chain through libcni,
 // recording every plugin call. Nothing it creates touches the machine's own network; Close
 // removes it all. It needs root.
 package cnitest
@@ -12,8 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,12 +25,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8stypes "k8s.io/apimachinery/pkg/types"
 
+	"github.com/sidelane/sidelane/internal/cnirpc"
 	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // Packages built by BuildPlugins.
@@ -134,7 +131,7 @@ func (r *Exec) Find(plugin, command, containerID string) []Call {
 	return out
 }
 
-// Pod describes a pod served by the stand-in API server.
+// Pod describes a pod the stand-in agent knows.
 type Pod struct {
 	Namespace, Name string
 	Labels          map[string]string
@@ -156,75 +153,72 @@ func Injected(namespace, name string, extra map[string]string) Pod {
 	return Pod{Namespace: namespace, Name: name, Annotations: ann, Containers: []string{"app", contract.ProxyContainerName}}
 }
 
-// APIServer is the stand-in for the Kubernetes API server: GET of pods only.
-type APIServer struct {
-	mu   sync.Mutex
-	pods map[string][]byte
-	srv  *httptest.Server
+// Agent is the stand-in node agent: a cnirpc.Fake (the protocol's real server side and the
+// agent's real decision step, cnirpc.DecisionFor, on the pods given to Put) on the plugin's
+// unix socket. Down and Up stop and restart it.
+type Agent struct {
+	*cnirpc.Fake
+	sock   string
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
-func (a *APIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var nsName, name string
-	if _, err := fmt.Sscanf(strings.ReplaceAll(r.URL.Path, "/", " "), " api v1 namespaces %s pods %s", &nsName, &name); err != nil || r.Method != http.MethodGet {
-		http.Error(w, "unsupported", http.StatusNotFound)
-		return
-	}
+// Put makes the agent know p (replacing an earlier pod of the same name), with uid UID(p.Name).
+func (a *Agent) Put(p Pod) {
+	a.SetPod(p.Name, UID(p.Name), selection.PodFacts{Namespace: p.Namespace, Labels: p.Labels, Annotations: p.Annotations,
+		Containers: p.Containers, NativeSidecars: p.NativeSidecars})
+}
+
+// Up serves the socket (again).
+func (a *Agent) Up() error {
 	a.mu.Lock()
-	body, ok := a.pods[nsName+"/"+name]
-	a.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	if !ok {
-		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"pods %q not found"}`, name)
-		return
+	defer a.mu.Unlock()
+	if a.cancel != nil {
+		return nil
 	}
-	w.Write(body)
-}
-
-// Put serves p (replacing an earlier pod of the same name).
-func (a *APIServer) Put(p Pod) {
-	pod := corev1.Pod{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name, UID: k8stypes.UID(UID(p.Name)), Labels: p.Labels, Annotations: p.Annotations},
-	}
-	for _, c := range p.Containers {
-		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: c, Image: "img"})
-	}
-	always := corev1.ContainerRestartPolicyAlways
-	for _, c := range p.NativeSidecars {
-		pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: c, Image: "img", RestartPolicy: &always})
-	}
-	body, err := json.Marshal(pod)
+	os.Remove(a.sock)
+	l, err := net.Listen("unix", a.sock)
 	if err != nil {
-		panic(err) // a corev1.Pod always marshals
+		return fmt.Errorf("stand-in agent: %w", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan struct{})
+	go func(done chan struct{}) { cnirpc.Serve(ctx, l, a.Fake, 10*time.Second); close(done) }(a.done)
+	return nil
+}
+
+// Down stops serving: the socket is gone, as when the agent's pod is not running.
+func (a *Agent) Down() {
 	a.mu.Lock()
-	a.pods[p.Namespace+"/"+p.Name] = body
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	if a.cancel == nil {
+		return
+	}
+	a.cancel()
+	<-a.done
+	a.cancel = nil
+	os.Remove(a.sock)
 }
 
-// URL is the stand-in's address (reachable from inside the host netns only).
-func (a *APIServer) URL() string { return a.srv.URL }
-
-// Host is a test-owned "host" network namespace where the plugins run, with the stand-in API
-// server, a kubeconfig for it, libcni and the plugins' stderr.
+// Host is a test-owned "host" network namespace where the plugins run, with the stand-in node
+// agent on its socket, libcni and the plugins' stderr.
 type Host struct {
-	NS         ns.NetNS
-	Dir        string
-	BinDir     string
-	API        *APIServer
-	Kubeconfig string
-	AgentSock  string // nobody listens unless the caller serves it
-	StateDir   string
-	Exec       *Exec
-	CNI        *libcni.CNIConfig
-	Stderr     *LockedBuffer
+	NS        ns.NetNS
+	Dir       string
+	BinDir    string
+	Agent     *Agent
+	AgentSock string
+	StateDir  string
+	Exec      *Exec
+	CNI       *libcni.CNIConfig
+	Stderr    *LockedBuffer
 }
 
-// NewHost creates a host netns and its stand-in API server; dir is scratch space, binDir holds
-// the plugins. Close removes it.
+// NewHost creates a host netns and starts the stand-in agent; dir is scratch space (short
+// enough for a unix socket path), binDir holds the plugins. Close removes it.
 func NewHost(dir, binDir string) (_ *Host, err error) {
-	h := &Host{Dir: dir, BinDir: binDir, API: &APIServer{pods: map[string][]byte{}}, Stderr: &LockedBuffer{}}
+	h := &Host{Dir: dir, BinDir: binDir, Stderr: &LockedBuffer{}}
 	defer func() {
 		if err != nil {
 			h.Close()
@@ -236,38 +230,30 @@ func NewHost(dir, binDir string) (_ *Host, err error) {
 	if h.NS, err = testutils.NewNS(); err != nil {
 		return nil, fmt.Errorf("host netns: %w", err)
 	}
-	var l net.Listener
 	if err := h.Do(func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err
 		}
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		l, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
+		return netlink.LinkSetUp(lo)
 	}); err != nil {
-		return nil, fmt.Errorf("stand-in API server: %w", err)
-	}
-	h.API.srv = httptest.NewUnstartedServer(h.API)
-	h.API.srv.Listener.Close()
-	h.API.srv.Listener = l
-	h.API.srv.Start()
-	if h.Kubeconfig, err = h.WriteKubeconfig("kubeconfig", h.API.URL()); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("host netns loopback: %w", err)
 	}
 	h.AgentSock = filepath.Join(dir, "agent.sock")
+	h.Agent = &Agent{Fake: &cnirpc.Fake{Excluded: contract.DefaultExcludeNamespaces}, sock: h.AgentSock}
+	if err := h.Agent.Up(); err != nil {
+		return nil, err
+	}
 	h.StateDir = filepath.Join(dir, "state")
 	h.Exec = &Exec{DefaultExec: invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: h.Stderr}}}
 	h.CNI = libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(dir, "cache"), h.Exec)
 	return h, nil
 }
 
-// Close stops the API server and removes the host netns.
+// Close stops the stand-in agent and removes the host netns.
 func (h *Host) Close() {
-	if h.API.srv != nil {
-		h.API.srv.Close()
+	if h.Agent != nil {
+		h.Agent.Down()
 	}
 	if h.NS != nil {
 		h.NS.Close()
@@ -282,16 +268,6 @@ func (h *Host) Do(fn func() error) error {
 		return err
 	}
 	return fnErr
-}
-
-// WriteKubeconfig writes a kubeconfig for server into the scratch dir.
-func (h *Host) WriteKubeconfig(name, server string) (string, error) {
-	path := filepath.Join(h.Dir, name)
-	kc := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: %q}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n", server)
-	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
-		return "", fmt.Errorf("kubeconfig: %w", err)
-	}
-	return path, nil
 }
 
 // Conflist is the network: bridge + host-local (10.250.0.0/16 on bridge slbr0, inside the host
@@ -310,7 +286,7 @@ func (h *Host) Conflist(version, backend string, plugin bool, fields map[string]
 	}
 	if plugin {
 		conf := map[string]any{
-			"type": contract.PluginType, "kubeconfig": h.Kubeconfig, "agent_socket": h.AgentSock,
+			"type": contract.PluginType, "agent_socket": h.AgentSock,
 			"backend": backend, "log_level": "debug", "state_dir": h.StateDir,
 		}
 		for k, v := range fields {

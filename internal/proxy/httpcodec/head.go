@@ -3,9 +3,14 @@
 // per-header allocation), decides how each message's body is framed (RFC 9112 section 6), and
 // copies bodies between buffered connections without ever holding a whole body in memory.
 //
-// It is deliberately strict where leniency lets requests be smuggled past a proxy: folded
-// header lines, whitespace before a header colon, conflicting Content-Length values and
-// Content-Length together with Transfer-Encoding are refused.
+// One rule holds for everything it passes on: a message is either forwarded in a form that
+// conforms to RFC 9112 and RFC 9110 — CRLF line ends, hop-by-hop fields and the fields named
+// in Connection removed, chunked bodies re-framed from their parsed chunks — or it is refused
+// with an error that names the rule it broke (ParseError). Nothing ambiguous is passed through
+// as it came: the grammar is applied strictly wherever leniency would let two parsers see two
+// different messages (folded lines, bare CR, whitespace before a colon, Content-Length together
+// with Transfer-Encoding, conflicting lengths, Transfer-Encoding in HTTP/1.0, bare LF inside
+// chunked framing, malformed chunk extensions and trailers).
 package httpcodec
 
 import (
@@ -13,23 +18,67 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // Errors that map to specific responses.
 var (
 	// ErrHeaderTooLarge means the head exceeded the configured limit (431).
 	ErrHeaderTooLarge = errors.New("httpcodec: header section too large")
-	// ErrMalformed wraps every syntax error in a head (400).
+	// ErrMalformed matches every *ParseError (errors.Is).
 	ErrMalformed = errors.New("httpcodec: malformed message")
 )
 
-func malformed(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+// ParseError is a message refused for breaking the grammar or a framing rule of RFC 9112 or
+// RFC 9110. It matches ErrMalformed.
+type ParseError struct {
+	// Status is the answer a server gives to such a request: 400, 417, 501 or 505. For
+	// responses the proxy answers 502 whatever Status says.
+	Status int
+	// Rule is a short name of the rule broken (for logs, metrics and tests).
+	Rule string
+	// Detail says what was found, quoted and clipped.
+	Detail string
 }
+
+func (e *ParseError) Error() string {
+	return fmt.Sprintf("httpcodec: malformed message: %s: %s", e.Rule, e.Detail)
+}
+
+// Is makes errors.Is(err, ErrMalformed) true for every ParseError.
+func (e *ParseError) Is(target error) bool { return target == ErrMalformed }
+
+func refuse(rule, format string, args ...any) error {
+	return &ParseError{Status: 400, Rule: rule, Detail: fmt.Sprintf(format, args...)}
+}
+
+// The rules a message can break (ParseError.Rule).
+const (
+	RuleBareCR           = "bare-cr"        // a CR not followed by LF (RFC 9112 2.2)
+	RuleRequestLine      = "request-line"   // not method SP request-target SP HTTP-version
+	RuleMethod           = "method"         // method is not a token
+	RuleTarget           = "request-target" // request-target of no form of RFC 9112 3.2
+	RuleVersion          = "version"        // not HTTP/1.0 or HTTP/1.1 (505 for other HTTP versions)
+	RuleStatusLine       = "status-line"    // not HTTP-version SP 3DIGIT [SP reason-phrase]
+	RuleObsFold          = "obs-fold"       // a header line starting with whitespace (RFC 9112 5.2)
+	RuleFieldName        = "field-name"     // no colon, empty name, or a name that is not a token (also whitespace before the colon)
+	RuleFieldValue       = "field-value"    // a control character (NUL, CR, ...) in a field value
+	RuleHost             = "host"           // HTTP/1.1 without Host, several Host lines, or an invalid Host
+	RuleContentLength    = "content-length" // a Content-Length that is not 1*DIGIT, or several different ones
+	RuleLengthAndChunked = "content-length+transfer-encoding"
+	RuleTransferEncoding = "transfer-encoding" // a request transfer coding other than chunked (501)
+	RuleTEInHTTP10       = "transfer-encoding-in-http/1.0"
+	RuleConnection       = "connection"      // Connection names a framing field
+	RuleExpect           = "expect"          // an expectation other than 100-continue (417)
+	RuleChunk            = "chunked-framing" // see body.go
+	RuleTrailer          = "trailer"         // a malformed or forbidden trailer field
+)
 
 // Header is one header field; Name and Value are slices into the head's buffer.
 type Header struct {
 	Name, Value []byte
+	// hop marks a field that is not forwarded: a hop-by-hop field or one named in Connection.
+	hop bool
 }
 
 // Framing says how a message body is delimited.
@@ -55,19 +104,28 @@ type common struct {
 	// Close is true when the sender will close (or asks to close) the connection after
 	// this message: "Connection: close", or HTTP/1.0 without "Connection: keep-alive".
 	Close bool
-	// ConnHeader is true when a Connection header is present (hop-by-hop rewriting needed).
-	ConnHeader bool
+	// KeepAlive is true for an HTTP/1.0 message with "Connection: keep-alive".
+	KeepAlive bool
 	// Upgrade is true when "Connection: upgrade" and an Upgrade header are present.
 	Upgrade bool
+	// DeclaresBody is true when Content-Length > 0 or Transfer-Encoding is present, whether
+	// or not the message may have a body (a HEAD, 204 or 304 response may declare one).
+	DeclaresBody bool
+
+	// bareLF is true when some line of Raw ends in LF alone; canonical when Raw can be
+	// forwarded as it is (CRLF line ends, no field to remove).
+	bareLF    bool
+	canonical bool
 }
 
-// Request is a parsed request head. Reuse one per connection: Reset keeps its storage.
+// Request is a parsed request head. Reuse one per connection: Parse keeps its storage.
 type Request struct {
 	common
 	Method, Target []byte
 	// Host is the Host header value (empty when absent).
 	Host []byte
-	// ExpectContinue is true for "Expect: 100-continue".
+	// ExpectContinue is true for "Expect: 100-continue" in an HTTP/1.1 request (RFC 9110
+	// 10.1.1: an HTTP/1.0 server ignores the expectation, and so does the proxy).
 	ExpectContinue bool
 }
 
@@ -75,38 +133,58 @@ type Request struct {
 type Response struct {
 	common
 	Status int
+	line   []byte // the status line without its line end
 }
 
 // readHead reads lines into buf until the blank line that ends a head. It never reads past
-// the head. max bounds the total size.
-func readHead(br *bufio.Reader, buf []byte, max int) ([]byte, error) {
+// the head. Leading empty lines are skipped (RFC 9112 2.2), counted against max. A bare CR
+// anywhere in the head is refused. io.EOF before any byte is returned as io.EOF, a head cut
+// off by the end of the stream as io.ErrUnexpectedEOF.
+func readHead(br *bufio.Reader, buf []byte, max int) ([]byte, bool, error) {
 	buf = buf[:0]
+	skipped := 0
+	bareLF := false
+	lineStart := 0
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(buf)+len(line) > max {
-			return buf, ErrHeaderTooLarge
+		if skipped+len(buf)+len(line) > max {
+			return buf, bareLF, ErrHeaderTooLarge
 		}
 		buf = append(buf, line...)
 		if err == bufio.ErrBufferFull {
 			continue
 		}
 		if err != nil {
-			return buf, err
+			if err == io.EOF && (len(buf) > 0 || skipped > 0) {
+				err = io.ErrUnexpectedEOF
+			}
+			return buf, bareLF, err
 		}
-		// A line is complete: is it the blank line?
-		n := len(buf)
-		if n == 1 || n == 2 && buf[0] == '\r' {
+		// A whole line is at buf[lineStart:], ending in LF.
+		l := buf[lineStart:]
+		n := len(l)
+		crlf := n >= 2 && l[n-2] == '\r'
+		if i := bytes.IndexByte(l[:n-1], '\r'); i >= 0 && i != n-2 {
+			return buf, bareLF, refuse(RuleBareCR, "a CR not followed by LF in %q", clip(l))
+		}
+		blank := n == 1 || n == 2 && crlf
+		if blank && lineStart == 0 {
 			// Leading blank lines before a request line are ignored (RFC 9112 2.2).
+			skipped += n
 			buf = buf[:0]
 			continue
 		}
-		if buf[n-2] == '\n' || (n >= 3 && buf[n-2] == '\r' && buf[n-3] == '\n') {
-			return buf, nil
+		if !crlf {
+			bareLF = true
 		}
+		if blank {
+			return buf, bareLF, nil
+		}
+		lineStart = len(buf)
 	}
 }
 
-// splitLines calls fn for each line of head without its line ending, stopping at the blank line.
+// nextLine splits b at its first line end and strips the line end.
 func nextLine(b []byte) (line, rest []byte) {
 	i := bytes.IndexByte(b, '\n')
 	if i < 0 {
@@ -123,23 +201,31 @@ func nextLine(b []byte) (line, rest []byte) {
 // up to max bytes) as storage. It returns the storage for reuse. On io.EOF before any byte the
 // error is io.EOF itself.
 func ReadRequest(br *bufio.Reader, r *Request, buf []byte, max int) ([]byte, error) {
-	buf, err := readHead(br, buf, max)
+	buf, bareLF, err := readHead(br, buf, max)
 	if err != nil {
 		return buf, err
 	}
-	return buf, r.Parse(buf)
+	err = r.Parse(buf)
+	r.bareLF = bareLF
+	r.canonical = r.canonical && !bareLF
+	return buf, err
 }
 
-// ReadResponse reads and parses one response head; see ReadRequest.
+// ReadResponse reads and parses one response head; see ReadRequest. method is the request's
+// method (HEAD and CONNECT change what a response may carry).
 func ReadResponse(br *bufio.Reader, r *Response, buf []byte, max int, method []byte) ([]byte, error) {
-	buf, err := readHead(br, buf, max)
+	buf, bareLF, err := readHead(br, buf, max)
 	if err != nil {
 		return buf, err
 	}
-	return buf, r.Parse(buf, method)
+	err = r.Parse(buf, method)
+	r.bareLF = bareLF
+	r.canonical = r.canonical && !bareLF
+	return buf, err
 }
 
-// Parse parses a complete request head (as read by ReadRequest).
+// Parse parses a complete request head (as read by ReadRequest). Its line ends may be CRLF or
+// LF; a head read by ReadRequest has no bare CR.
 func (r *Request) Parse(raw []byte) error {
 	hs := r.Headers[:0]
 	*r = Request{}
@@ -148,27 +234,26 @@ func (r *Request) Parse(raw []byte) error {
 	line, rest := nextLine(raw)
 	sp1 := bytes.IndexByte(line, ' ')
 	if sp1 <= 0 {
-		return malformed("request line %q", clip(line))
+		return refuse(RuleRequestLine, "%q", clip(line))
 	}
 	r.Method = line[:sp1]
 	if !isToken(r.Method) {
-		return malformed("method %q", clip(r.Method))
+		return refuse(RuleMethod, "%q", clip(r.Method))
 	}
 	sp2 := bytes.IndexByte(line[sp1+1:], ' ')
 	if sp2 <= 0 {
-		return malformed("request line %q", clip(line))
+		return refuse(RuleRequestLine, "%q", clip(line))
 	}
 	r.Target = line[sp1+1 : sp1+1+sp2]
-	for _, c := range r.Target {
-		if c <= ' ' || c == 0x7f {
-			return malformed("request target %q", clip(r.Target))
-		}
-	}
-	minor, ok := parseVersion(line[sp1+1+sp2+1:])
-	if !ok {
-		return malformed("version %q", clip(line[sp1+1+sp2+1:]))
+	version := line[sp1+1+sp2+1:]
+	minor, err := parseVersion(version)
+	if err != nil {
+		return err
 	}
 	r.Minor = minor
+	if err := checkTarget(r.Method, r.Target); err != nil {
+		return err
+	}
 	if err := r.parseHeaders(rest, true); err != nil {
 		return err
 	}
@@ -177,51 +262,160 @@ func (r *Request) Parse(raw []byte) error {
 		switch {
 		case equalFold(h.Name, "host"):
 			if hostSeen {
-				return malformed("more than one Host header")
+				return refuse(RuleHost, "more than one Host header")
 			}
 			hostSeen = true
 			r.Host = h.Value
-		case equalFold(h.Name, "expect"):
-			r.ExpectContinue = equalFold(h.Value, "100-continue")
+			if !validHost(h.Value) {
+				return refuse(RuleHost, "Host %q", clip(h.Value))
+			}
+		case equalFold(h.Name, "expect") && len(h.Value) > 0:
+			// An empty list is no expectation (RFC 9110 5.6.1: empty elements are accepted).
+			if !equalFold(h.Value, "100-continue") {
+				return &ParseError{Status: 417, Rule: RuleExpect, Detail: fmt.Sprintf("Expect %q", clip(h.Value))}
+			}
+			// RFC 9110 10.1.1: 100-continue in an HTTP/1.0 request is ignored.
+			r.ExpectContinue = r.Minor == 1
 		}
 	}
 	if r.Minor == 1 && !hostSeen {
-		return malformed("HTTP/1.1 request without Host")
-	}
-	if r.Framing == UntilClose {
-		return malformed("request Transfer-Encoding without final chunked")
+		return refuse(RuleHost, "HTTP/1.1 request without Host")
 	}
 	return nil
 }
 
+// checkTarget checks the request-target against the four forms of RFC 9112 3.2: origin-form
+// ("/path?query"), absolute-form ("scheme:..."), authority-form (CONNECT only) and
+// asterisk-form (OPTIONS only). Every byte must be visible ASCII or obs-text, '#' is never
+// part of a request-target, and each '%' in the path starts a percent-encoded octet.
+func checkTarget(method, t []byte) error {
+	bad := func(why string) error { return refuse(RuleTarget, "%q: %s", clip(t), why) }
+	for _, c := range t {
+		if c <= ' ' || c == 0x7f {
+			return bad("control character or space")
+		}
+		if c == '#' {
+			return bad("a fragment is not part of a request-target")
+		}
+	}
+	connect := string(method) == "CONNECT"
+	switch {
+	case connect:
+		// authority-form: host ":" port.
+		i := bytes.LastIndexByte(t, ':')
+		if i <= 0 || i == len(t)-1 || !validHost(t) || t[0] == '/' {
+			return bad("CONNECT needs host:port")
+		}
+		for _, c := range t[i+1:] {
+			if c < '0' || c > '9' {
+				return bad("CONNECT needs host:port")
+			}
+		}
+		return nil
+	case string(t) == "*":
+		if string(method) != "OPTIONS" {
+			return bad("asterisk-form is for OPTIONS only")
+		}
+		return nil
+	case t[0] == '/':
+	default:
+		// absolute-form: scheme ":" hier-part.
+		i := bytes.IndexByte(t, ':')
+		if i <= 0 || !isScheme(t[:i]) {
+			return bad("neither origin-form nor absolute-form")
+		}
+	}
+	path := t
+	if q := bytes.IndexByte(t, '?'); q >= 0 {
+		path = t[:q]
+	}
+	for i := 0; i < len(path); i++ {
+		if path[i] == '%' {
+			if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
+				return bad("'%' not followed by two hex digits")
+			}
+		}
+	}
+	return nil
+}
+
+func isScheme(s []byte) bool {
+	if len(s) == 0 || !('a' <= s[0]|0x20 && s[0]|0x20 <= 'z') {
+		return false
+	}
+	for _, c := range s[1:] {
+		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// validHost accepts uri-host [ ":" port ] with the characters RFC 3986 allows in a reg-name,
+// an IP literal or an IPv4 address. An empty Host is valid (RFC 9112 3.2 allows it when the
+// target has no authority).
+func validHost(h []byte) bool {
+	for _, c := range h {
+		if !hostChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var hostChar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "-._~!$&'()*+,;=:[]%" {
+		t[c] = true
+	}
+	return t
+}()
+
 // Parse parses a complete response head; method is the request's method (HEAD responses
-// have no body).
+// have no body, nor have 2xx answers to CONNECT).
 func (r *Response) Parse(raw []byte, method []byte) error {
 	hs := r.Headers[:0]
 	*r = Response{}
 	r.Headers = hs
 	r.Raw = raw
 	line, rest := nextLine(raw)
-	if len(line) < 12 || line[8] != ' ' {
-		return malformed("status line %q", clip(line))
+	r.line = line
+	if len(line) < 12 || line[8] != ' ' || len(line) > 12 && line[12] != ' ' {
+		return refuse(RuleStatusLine, "%q", clip(line))
 	}
-	minor, ok := parseVersion(line[:8])
-	if !ok {
-		return malformed("status line %q", clip(line))
+	minor, err := parseVersion(line[:8])
+	if err != nil {
+		return refuse(RuleStatusLine, "%q", clip(line))
 	}
 	r.Minor = minor
 	c := line[9:12]
 	if c[0] < '1' || c[0] > '5' || c[1] < '0' || c[1] > '9' || c[2] < '0' || c[2] > '9' {
-		return malformed("status code %q", c)
+		return refuse(RuleStatusLine, "status code %q", c)
 	}
-	if len(line) > 12 && line[12] != ' ' {
-		return malformed("status line %q", clip(line))
+	if len(line) > 12 {
+		// reason-phrase = *( HTAB / SP / VCHAR / obs-text )
+		for _, b := range line[13:] {
+			if b < ' ' && b != '\t' || b == 0x7f {
+				return refuse(RuleStatusLine, "control character in reason phrase %q", clip(line))
+			}
+		}
 	}
 	r.Status = int(c[0]-'0')*100 + int(c[1]-'0')*10 + int(c[2]-'0')
 	if err := r.parseHeaders(rest, false); err != nil {
 		return err
 	}
-	if string(method) == "HEAD" || r.Status < 200 || r.Status == 204 || r.Status == 304 {
+	tunnel := string(method) == "CONNECT" && r.Status/100 == 2
+	if string(method) == "HEAD" || r.Status < 200 || r.Status == 204 || r.Status == 304 || tunnel {
 		r.Framing = NoBody
 		r.ContentLength = 0
 	}
@@ -232,8 +426,10 @@ func (r *Response) Parse(raw []byte, method []byte) error {
 func (m *common) parseHeaders(b []byte, request bool) error {
 	var (
 		clSeen, teSeen, chunkedLast bool
+		teLines, teTokens           int
 		upgradeHdr, connUpgrade     bool
 		connKeepAlive, connClose    bool
+		connLines                   [][]byte
 	)
 	m.ContentLength = 0
 	for {
@@ -243,39 +439,39 @@ func (m *common) parseHeaders(b []byte, request bool) error {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return malformed("folded header line")
+			return refuse(RuleObsFold, "folded header line %q", clip(line))
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return malformed("header line %q", clip(line))
+			return refuse(RuleFieldName, "header line %q", clip(line))
 		}
 		name := line[:colon]
 		if !isToken(name) {
-			return malformed("header name %q", clip(name))
+			return refuse(RuleFieldName, "header name %q", clip(name))
 		}
 		value := trimOWS(line[colon+1:])
-		for _, c := range value {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return malformed("header %s value has a control character", clip(name))
-			}
+		if !validFieldValue(value) {
+			return refuse(RuleFieldValue, "header %s has a control character", clip(name))
 		}
 		m.Headers = append(m.Headers, Header{Name: name, Value: value})
 		switch {
 		case equalFold(name, "content-length"):
 			n, ok := parseLength(value)
 			if !ok {
-				return malformed("Content-Length %q", clip(value))
+				return refuse(RuleContentLength, "Content-Length %q", clip(value))
 			}
 			if clSeen && n != m.ContentLength {
-				return malformed("conflicting Content-Length values")
+				return refuse(RuleContentLength, "conflicting Content-Length values")
 			}
 			clSeen = true
 			m.ContentLength = n
 		case equalFold(name, "transfer-encoding"):
 			teSeen = true
+			teLines++
+			forTokens(value, func([]byte) { teTokens++ })
 			chunkedLast = lastTokenIs(value, "chunked")
 		case equalFold(name, "connection"):
-			m.ConnHeader = true
+			connLines = append(connLines, value)
 			forTokens(value, func(t []byte) {
 				switch {
 				case equalFold(t, "close"):
@@ -291,8 +487,18 @@ func (m *common) parseHeaders(b []byte, request bool) error {
 		}
 	}
 	if teSeen && clSeen {
-		return malformed("both Content-Length and Transfer-Encoding")
+		return refuse(RuleLengthAndChunked, "both Content-Length and Transfer-Encoding")
 	}
+	if request && teSeen {
+		if m.Minor == 0 {
+			// RFC 9112 6.1: the framing of such a message is faulty.
+			return refuse(RuleTEInHTTP10, "Transfer-Encoding in an HTTP/1.0 request")
+		}
+		if teLines != 1 || teTokens != 1 || !chunkedLast {
+			return &ParseError{Status: 501, Rule: RuleTransferEncoding, Detail: "only Transfer-Encoding: chunked is accepted in a request"}
+		}
+	}
+	m.DeclaresBody = teSeen || clSeen && m.ContentLength > 0
 	switch {
 	case teSeen && chunkedLast:
 		m.Framing = Chunked
@@ -309,22 +515,93 @@ func (m *common) parseHeaders(b []byte, request bool) error {
 		m.Framing = UntilClose
 	}
 	m.Close = connClose || (m.Minor == 0 && !connKeepAlive)
+	m.KeepAlive = m.Minor == 0 && connKeepAlive && !connClose
 	m.Upgrade = connUpgrade && upgradeHdr
+	// Hop-by-hop fields and the fields Connection names are not forwarded (RFC 9110 7.6.1).
+	// Connection may not name a field that frames the message: dropping it would change
+	// where the message ends.
+	for _, v := range connLines {
+		var bad []byte
+		forTokens(v, func(t []byte) {
+			if equalFold(t, "content-length") || equalFold(t, "transfer-encoding") || equalFold(t, "host") {
+				bad = t
+			}
+		})
+		if bad != nil {
+			return refuse(RuleConnection, "Connection names %q", clip(bad))
+		}
+	}
+	m.canonical = true
+	for i := range m.Headers {
+		h := &m.Headers[i]
+		if equalFold(h.Name, "connection") || equalFold(h.Name, "keep-alive") || equalFold(h.Name, "proxy-connection") {
+			h.hop = true
+		} else if m.Upgrade && equalFold(h.Name, "upgrade") {
+			continue
+		} else {
+			for _, v := range connLines {
+				forTokens(v, func(t []byte) {
+					if equalFoldBytes(h.Name, t) {
+						h.hop = true
+					}
+				})
+			}
+		}
+		if h.hop {
+			m.canonical = false
+		}
+	}
 	return nil
 }
 
-func parseVersion(v []byte) (int, bool) {
-	if len(v) != 8 || string(v[:7]) != "HTTP/1." {
-		return 0, false
+// equalFoldBytes compares a and b ignoring ASCII case.
+func equalFoldBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	switch v[7] {
-	case '0':
-		return 0, true
-	case '1':
-		return 1, true
+	for i := range a {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
 	}
-	return 0, false
+	return true
 }
+
+// validFieldValue reports whether v holds only HTAB, SP, VCHAR and obs-text (RFC 9110 5.5).
+func validFieldValue(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// parseVersion accepts HTTP/1.0 and HTTP/1.1; any other HTTP-version is refused with 505,
+// anything that is no HTTP-version with 400.
+func parseVersion(v []byte) (int, error) {
+	if len(v) == 8 && string(v[:7]) == "HTTP/1." {
+		switch v[7] {
+		case '0':
+			return 0, nil
+		case '1':
+			return 1, nil
+		}
+	}
+	if len(v) == 8 && string(v[:5]) == "HTTP/" && isDigit(v[5]) && v[6] == '.' && isDigit(v[7]) {
+		return 0, &ParseError{Status: 505, Rule: RuleVersion, Detail: fmt.Sprintf("%q is not supported", v)}
+	}
+	return 0, refuse(RuleVersion, "%q", clip(v))
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 func parseLength(v []byte) (int64, bool) {
 	if len(v) == 0 || len(v) > 18 {
@@ -404,6 +681,9 @@ var tokenTable = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// IsTokenChar reports whether c may appear in a token (RFC 9110 5.6.2).
+func IsTokenChar(c byte) bool { return tokenTable[c] }
 
 func isToken(b []byte) bool {
 	if len(b) == 0 {

@@ -1,4 +1,4 @@
-package agentapi
+package unixhttp
 
 import (
 	"context"
@@ -9,21 +9,23 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sidelane/sidelane/internal/agentapi"
 )
 
-func TestSendReport(t *testing.T) {
+func TestPostReport(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "cni.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan Report, 1)
+	got := make(chan agentapi.Report, 1)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != PathReports || r.Method != http.MethodPost {
+		if r.URL.Path != agentapi.PathReports || r.Method != http.MethodPost {
 			http.Error(w, "wrong route", http.StatusNotFound)
 			return
 		}
-		var rep Report
+		var rep agentapi.Report
 		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -37,22 +39,22 @@ func TestSendReport(t *testing.T) {
 	go srv.Serve(l)
 	defer srv.Close()
 
-	want := Report{Event: EventAdd, Namespace: "ns", Name: "p", State: StateCaptured, Time: time.Unix(1, 0).UTC()}
-	if err := SendReport(context.Background(), sock, want, time.Second); err != nil {
+	want := agentapi.Report{Event: agentapi.EventAdd, Namespace: "ns", Name: "p", State: agentapi.StateCaptured, Time: time.Unix(1, 0).UTC()}
+	if err := PostReport(context.Background(), sock, want, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if r := <-got; r.Name != "p" || r.State != StateCaptured || !r.Time.Equal(want.Time) {
+	if r := <-got; r.Name != "p" || r.State != agentapi.StateCaptured || !r.Time.Equal(want.Time) {
 		t.Errorf("agent received %+v", r)
 	}
-	err = SendReport(context.Background(), sock, Report{Name: "refuse"}, time.Second)
+	err = PostReport(context.Background(), sock, agentapi.Report{Name: "refuse"}, time.Second)
 	if err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("refused report: err = %v", err)
 	}
 }
 
-func TestSendReportNoAgent(t *testing.T) {
+func TestPostReportNoAgent(t *testing.T) {
 	start := time.Now()
-	err := SendReport(context.Background(), filepath.Join(t.TempDir(), "none.sock"), Report{}, 200*time.Millisecond)
+	err := PostReport(context.Background(), filepath.Join(t.TempDir(), "none.sock"), agentapi.Report{}, 200*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "none.sock") {
 		t.Fatalf("err = %v, want an error naming the socket", err)
 	}
