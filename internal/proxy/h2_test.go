@@ -521,3 +521,67 @@ func TestHTTP2DroppedFrameFlushes(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP2UpstreamGoAway: an upstream connection that shuts down gracefully (GOAWAY, then it
+// finishes its streams) reaches the client through the relay: the request in flight completes,
+// the client takes new requests to a new connection, nothing fails. Each upstream connection
+// has an HTTP/2 server of its own, so that the first one's shutdown touches no other.
+func TestHTTP2UpstreamGoAway(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	})
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	servers := make(chan *http.Server, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			hs := &http.Server{Handler: handler}
+			h2s := &http2.Server{}
+			http2.ConfigureServer(hs, h2s)
+			servers <- hs
+			go h2s.ServeConn(c, &http2.ServeConnOpts{BaseConfig: hs, Handler: handler})
+		}
+	}()
+	h := startProxy(t, l.Addr().String(), nil)
+	cl := h2cClient(h.out)
+	slow := make(chan error, 1)
+	go func() {
+		b, err := get(cl, "http://x/slow")
+		if err == nil && b != "ok /slow" {
+			err = fmt.Errorf("answer %q", b)
+		}
+		slow <- err
+	}()
+	<-started
+	first := <-servers
+	shut := make(chan error, 1)
+	go func() { shut <- first.Shutdown(context.Background()) }()
+	// The upstream's GOAWAY reaches the client: its next request goes to a new connection.
+	for deadline := time.Now().Add(10 * time.Second); h.s.Stats().UpstreamDials < 2; {
+		if b, err := get(cl, "http://x/next"); err != nil || b != "ok /next" {
+			t.Fatalf("request during the upstream's shutdown: %q %v", b, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the client never left the connection the upstream sent GOAWAY on")
+		}
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Errorf("request in flight at the upstream's GOAWAY: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("upstream shutdown: %v", err)
+	}
+}
