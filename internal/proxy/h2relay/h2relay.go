@@ -296,12 +296,16 @@ func (r *Relay) pump(src, dst *side) error {
 			continue
 		}
 		r.mu.Lock()
-		drained, refused := r.drained, r.refused
-		r.refused = nil
+		drained := r.drained
+		var refused []uint32
+		if fromClient {
+			// Only the client pump, which has just forwarded their HEADERS, may reset them.
+			refused, r.refused = r.refused, nil
+		}
 		r.mu.Unlock()
 		for _, id := range refused {
-			dst.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, http2.ErrCodeCancel) })
-			src.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+			r.up.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, http2.ErrCodeCancel) })
+			r.client.send(func(fr *http2.Framer) { fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
 		}
 		if drained {
 			r.closeBoth(nil)
