@@ -78,6 +78,21 @@ func startProxy(t testing.TB, upstream string, mod func(*Config)) *harness {
 
 func startProxyDst(t testing.TB, dstFn func(*net.TCPConn) (netip.AddrPort, error), mod func(*Config)) *harness {
 	t.Helper()
+	// freePort's port may be taken by another process before the proxy listens on it (the
+	// machine runs other tests): the proxy then fails at once, and another pair is tried.
+	for attempt := 1; ; attempt++ {
+		h, err := tryStartProxy(t, dstFn, mod)
+		if err == nil {
+			return h
+		}
+		if attempt == 5 {
+			t.Fatal(err)
+		}
+	}
+}
+
+func tryStartProxy(t testing.TB, dstFn func(*net.TCPConn) (netip.AddrPort, error), mod func(*Config)) (*harness, error) {
+	t.Helper()
 	cfg := Defaults()
 	cfg.InboundPort, cfg.OutboundPort = freePort(t), freePort(t)
 	cfg.AdminAddr, cfg.HealthAddr, cfg.PrometheusAddr = "off", "off", "off"
@@ -107,12 +122,17 @@ func startProxyDst(t testing.TB, dstFn func(*net.TCPConn) (netip.AddrPort, error
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for !s.Ready() {
+		select {
+		case <-h.done:
+			return nil, fmt.Errorf("proxy stopped before it was ready: %v", h.err)
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("proxy not ready")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return h
+	return h, nil
 }
 
 // client returns an HTTP client whose connections all go to addr.
