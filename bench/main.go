@@ -42,6 +42,7 @@ func main() {
 		{Name: "rules", Budget: 90 * time.Second, Run: rulesbench.Run},
 		{Name: "cni", Budget: 90 * time.Second, Run: cnibench.Run},
 		{Name: "proxy", Budget: 240 * time.Second, Run: proxybench.Run},
+		{Name: "proxy", Budget: 120 * time.Second, Run: proxybench.RunGRPC}, // gRPC over HTTP/2
 		{Name: "injector", Budget: 45 * time.Second, Run: injectorbench.Run},
 		{Name: "agent", Budget: 45 * time.Second, Run: agentbench.Run},
 	}

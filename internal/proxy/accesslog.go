@@ -68,6 +68,10 @@ type entry struct {
 	respBytes int64
 	duration  time.Duration
 	err       string
+	// HTTP/2 streams only: the protocol and, for gRPC calls, grpc-status and grpc-message.
+	proto       string
+	grpcStatus  string
+	grpcMessage string
 }
 
 func (l *accessLog) write(e *entry) {
@@ -93,6 +97,16 @@ func (l *accessLog) write(e *entry) {
 	b = strconv.AppendInt(b, e.respBytes, 10)
 	b = append(b, `,"duration_ms":`...)
 	b = strconv.AppendFloat(b, float64(e.duration.Nanoseconds())/1e6, 'f', 3, 64)
+	if e.proto != "" {
+		b = append(b, `,"protocol":`...)
+		b = appendJSONString(b, []byte(e.proto))
+	}
+	if e.grpcStatus != "" {
+		b = append(b, `,"grpc_status":`...)
+		b = appendJSONString(b, []byte(e.grpcStatus))
+		b = append(b, `,"grpc_message":`...)
+		b = appendJSONString(b, []byte(e.grpcMessage))
+	}
 	if e.err != "" {
 		b = append(b, `,"error":`...)
 		b = appendJSONString(b, []byte(e.err))

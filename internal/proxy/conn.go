@@ -70,6 +70,9 @@ type clientConn struct {
 	bw  *bufio.Writer
 
 	idle atomic.Bool // waiting for the next request on a keep-alive connection
+	// onDrain, when set, starts the graceful end of a connection that is not HTTP/1.x (an
+	// HTTP/2 relay sends GOAWAY); drain calls it through wakeIfIdle.
+	onDrain atomic.Pointer[func()]
 
 	mu     sync.Mutex
 	up     *net.TCPConn // upstream in use, closed by forceClose
@@ -121,6 +124,9 @@ func (cc *clientConn) setUpstream(u *net.TCPConn) {
 
 // wakeIfIdle gives an idle keep-alive connection a short grace to send one last request.
 func (cc *clientConn) wakeIfIdle() {
+	if f := cc.onDrain.Load(); f != nil {
+		(*f)()
+	}
 	if cc.idle.Load() {
 		cc.c.SetReadDeadline(time.Now().Add(drainIdleGrace))
 	}

@@ -41,6 +41,7 @@ type metrics struct {
 	requestsBy  [2][numMethods][600]atomic.Pointer[prometheus.Counter]
 	retriesBy   [2]prometheus.Counter
 	discardedBy [2][numDiscardReasons]prometheus.Counter
+	nonHTTP     nonHTTPMetrics // HTTP/2 streams and TLS connections (nonhttp.go)
 
 	activeBy [2]atomic.Int64 // open client connections per capture port
 	http     atomic.Int64    // HTTP requests proxied
@@ -57,8 +58,8 @@ func newMetrics() *metrics {
 	}, []string{"direction"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidelane_proxy_requests_total",
-		Help: "HTTP requests proxied, by method and response status code.",
-	}, []string{"direction", "method", "code"})
+		Help: "HTTP requests (HTTP/2: streams) proxied, by method, response status code and gRPC status (\"\" when not gRPC).",
+	}, []string{"direction", "method", "code", "grpc_status"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sidelane_proxy_request_duration_seconds",
 		Help:    "Time from the request head to the end of the response.",
@@ -81,6 +82,7 @@ func newMetrics() *metrics {
 		Help: "Upstream connections not reused because bytes came that answer no request: unsolicited (while idle in the pool, or its end) or leftover (after the end of a response).",
 	}, []string{"direction", "reason"})
 	m.registry.MustRegister(m.connections, m.requests, m.duration, m.reqBytes, m.respBytes, retries, discarded)
+	m.registerNonHTTP()
 	for _, d := range []Direction{Inbound, Outbound} {
 		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "sidelane_proxy_active_connections",
@@ -133,7 +135,7 @@ func (m *metrics) request(d Direction, method []byte, code int, reqBytes, respBy
 	slot := &m.requestsBy[d][mi][code]
 	c := slot.Load()
 	if c == nil {
-		counter := m.requests.WithLabelValues(d.String(), methodNames[mi], strconv.Itoa(code))
+		counter := m.requests.WithLabelValues(d.String(), methodNames[mi], strconv.Itoa(code), "")
 		slot.Store(&counter)
 		c = &counter
 	}

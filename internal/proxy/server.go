@@ -293,7 +293,7 @@ func (s *Server) serve(cc *clientConn) {
 		s.serveHTTP(cc)
 		return
 	}
-	s.serveRaw(cc)
+	s.serveNonHTTP(cc)
 }
 
 // isLoop reports whether a connection was not redirected (its original destination is the
