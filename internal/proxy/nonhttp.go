@@ -47,8 +47,8 @@ func (s *Server) sniff(cc *clientConn) (nonHTTPKind, []byte) {
 		// protocol, relayed at once.
 		return kindRaw, nil
 	}
-	cc.c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
-	defer cc.c.SetReadDeadline(time.Time{})
+	cc.tc.setReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
+	defer cc.tc.setReadDeadline(time.Time{})
 	p, _ := cc.br.Peek(1)
 	if len(p) == 0 {
 		return kindRaw, nil
