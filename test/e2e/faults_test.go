@@ -120,11 +120,14 @@ func (e *env) createRetrying(t *testing.T, p *corev1.Pod, timeout time.Duration)
 	}
 }
 
-// netnsByIP maps each IPv4 address found in a network namespace under /var/run/netns to it.
+// netnsByIP maps each IPv4 address found in a runtime's network namespace (/var/run/netns/cni-*) to it.
 func netnsByIP() map[string]string {
 	out := map[string]string{}
 	entries, _ := os.ReadDir("/var/run/netns")
 	for _, en := range entries {
+		if !strings.HasPrefix(en.Name(), "cni-") {
+			continue // not the runtime's: other tests on the machine make their own
+		}
 		s, err := run("ip", "-n", en.Name(), "-o", "-4", "addr", "show")
 		if err != nil {
 			continue
@@ -154,6 +157,24 @@ type captureResult struct {
 // then says how many the agent repaired (a RulesRepaired event) and how many were captured at ADD.
 func (e *env) waitAllCaptured(t *testing.T, ns string, names []string, timeout time.Duration) captureResult {
 	t.Helper()
+	return e.waitAllCapturedSince(t, ns, names, timeout, time.Time{})
+}
+
+// readySince says whether the pod is Ready and became so at since or later (the API server
+// keeps a pod's last status while its kubelet is down).
+func readySince(p *corev1.Pod, since time.Time) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			// Condition times have one-second resolution.
+			return !c.LastTransitionTime.Time.Before(since.Truncate(time.Second))
+		}
+	}
+	return false
+}
+
+// waitAllCapturedSince is waitAllCaptured for pods that must have become Ready at since or later.
+func (e *env) waitAllCapturedSince(t *testing.T, ns string, names []string, timeout time.Duration, since time.Time) captureResult {
+	t.Helper()
 	start := time.Now()
 	res := captureResult{netns: map[string]string{}, pods: map[string]*corev1.Pod{}}
 	pending := append([]string(nil), names...)
@@ -173,7 +194,7 @@ func (e *env) waitAllCaptured(t *testing.T, ns string, names []string, timeout t
 				switch {
 				case p == nil:
 					why = append(why, name+": absent")
-				case !ready(p) || p.Status.PodIP == "":
+				case !readySince(p, since) || p.Status.PodIP == "":
 					why = append(why, fmt.Sprintf("%s: %s, not ready", name, p.Status.Phase))
 				case ips[p.Status.PodIP] == "":
 					why = append(why, fmt.Sprintf("%s: no netns holds %s", name, p.Status.PodIP))
@@ -295,7 +316,7 @@ func agentMetricSumWhere(t *testing.T, name, label string) float64 {
 	return sumSeries(t, strings.NewReader(strings.Join(keep, "\n")), name)
 }
 
-// strayRules lists the network namespaces that hold Sidelane rules but no IP of a Running pod:
+// strayRules lists the runtime's network namespaces (cni-*) that hold Sidelane rules but no IP of a Running pod:
 // rules half-applied by an ADD that failed.
 func (e *env) strayRules(t *testing.T) []string {
 	t.Helper()
@@ -319,7 +340,8 @@ func (e *env) strayRules(t *testing.T) []string {
 	entries, _ := os.ReadDir("/var/run/netns")
 	for _, en := range entries {
 		ns := "/var/run/netns/" + en.Name()
-		if !owner[ns] && captured(ns) {
+		// Only the runtime's namespaces: other tests on the machine make their own.
+		if strings.HasPrefix(en.Name(), "cni-") && !owner[ns] && captured(ns) {
 			stray = append(stray, ns)
 		}
 	}
