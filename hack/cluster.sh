@@ -12,6 +12,7 @@
 #   hack/cluster.sh logs     tail the component logs (kubelet, containerd, apiserver)
 #   hack/cluster.sh restart COMPONENT...   SIGKILL kube-apiserver, containerd and/or kubelet and
 #                            start them again with the same flags (the e2e fault tests)
+#   hack/cluster.sh reboot   power loss and boot of the node (the e2e fault tests; see reboot_node)
 #
 # Kubernetes is compiled from source through the Go module proxy (no other download is needed):
 # a wrapper module requires k8s.io/kubernetes and replaces its ./staging modules with their
@@ -256,6 +257,47 @@ restart() {
     esac
     log "restarted $c"
   done
+}
+
+# reboot: stop the node the way a power loss does, then boot it again in a real order. Stop:
+# SIGKILL the kubelet, containerd, its shims and every process of every pod (kubepods cgroups),
+# then drop what does not survive a reboot: the pods' network namespaces, the runtime's state
+# (its /run part) and the agent's socket dir (/var/run/sidelane). etcd, the API server, the
+# controller manager, the scheduler and kube-proxy keep running (the control plane is elsewhere).
+# Boot: the primary CNI writes its conflist again from scratch (its own bytes, nothing chained
+# in) before containerd and the kubelet start; the Sidelane agent comes back as a pod.
+reboot_node() {
+  running || die "the cluster is not running"
+  local kpid cpid pid pids i ns m
+  kpid=$(cat "$W/run/kubelet.pid")
+  cpid=$(cat "$W/run/containerd.pid")
+  log "power loss: SIGKILL kubelet, containerd, its shims and every pod process"
+  kill_pidfile kubelet
+  kill_pidfile containerd
+  for pid in $(pgrep -f -- "-address $W/containerd/containerd.sock" || true); do kill -9 "$pid" 2>/dev/null || true; done
+  for i in $(seq 1 100); do
+    # cgroup v1 (pids controller) or v2: whichever exists.
+    pids=$({ find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null || true; } | sort -u | tr '\n' ' ')
+    [ -n "${pids// /}" ] || break
+    # shellcheck disable=SC2086
+    kill -9 $pids 2>/dev/null || true
+    sleep 0.1
+  done
+  [ -z "${pids// /}" ] || die "pod processes survive SIGKILL: $pids"
+  waitfor "! kill -0 $kpid && ! kill -0 $cpid" 30 "the kubelet and containerd to exit" || die "kubelet or containerd survived SIGKILL"
+  for ns in $(ls /run/netns 2>/dev/null | grep '^cni-' || true); do
+    grep -qx "$ns" "$W/run/netns" 2>/dev/null || ip netns del "$ns" 2>/dev/null || true
+  done
+  for m in $(awk -v w="$W/containerd/state/" 'index($5, w)==1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$W/containerd/state"
+  [ -d /var/run/sidelane ] && find /var/run/sidelane -mindepth 1 -delete
+  log "boot: the primary CNI writes its conflist from scratch, then containerd and the kubelet start"
+  cp "$W/run/primary.conflist.orig" "$W/cni/net.d/.10-sidelane-local.conflist.boot"
+  mv "$W/cni/net.d/.10-sidelane-local.conflist.boot" "$W/cni/net.d/10-sidelane-local.conflist"
+  start_component containerd
+  waitfor "$CTR version" 60 "containerd" || fail_up containerd
+  start_component kubelet
+  log "node booted"
 }
 
 up() {
@@ -537,8 +579,9 @@ env) env_ ;;
 import) shift; import_images "$@" ;;
 logs) logs_ ;;
 restart) shift; restart "$@" ;;
+reboot) reboot_node ;;
 *)
-  echo "usage: $0 build|up|down|status|env|import TAR...|logs|restart COMPONENT..." >&2
+  echo "usage: $0 build|up|down|status|env|import TAR...|logs|restart COMPONENT...|reboot" >&2
   exit 2
   ;;
 esac
