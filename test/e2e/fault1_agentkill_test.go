@@ -22,8 +22,17 @@ func TestFaultAgentKilledDuringBurst(t *testing.T) {
 	ns := e.namespace(t, "e2e-burstkill", true, false)
 	const n = 30
 	start := time.Now()
-	names := e.burst(t, ns, "b", n)
-	created := time.Since(start)
+	type burstResult struct {
+		names []string
+		err   error
+		took  time.Duration
+	}
+	burstDone := make(chan burstResult, 1)
+	go func() {
+		names, err := e.burstErr(ns, "b", n)
+		burstDone <- burstResult{names, err, time.Since(start)}
+	}()
+	// Kill as soon as a third is captured, while the rest are still being created or set up.
 	var atKill int
 	poll(t, podTimeout, "a third of the burst captured", func() (bool, error) {
 		l, err := agentPods(t)
@@ -42,6 +51,14 @@ func TestFaultAgentKilledDuringBurst(t *testing.T) {
 		t.Fatalf("kill -9 agent (pid %d): %v", pid, err)
 	}
 	killedAt := time.Since(start)
+	if atKill >= n {
+		t.Fatalf("all %d pods were captured before the agent was killed: the kill was not in the middle of the burst", n)
+	}
+	b := <-burstDone
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	names, created := b.names, b.took
 	poll(t, podTimeout, "the agent container restarted and ready", func() (bool, error) {
 		p := e.waitAgentReady(t)
 		return restarts(p) > restarts(agentPod) || p.UID != agentPod.UID, nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
@@ -83,6 +84,15 @@ func (e *env) agentPID(t *testing.T, agentPod *corev1.Pod) int {
 // burst creates n injected pause pods named prefix-0.. at once (one goroutine each).
 func (e *env) burst(t *testing.T, ns, prefix string, n int) []string {
 	t.Helper()
+	names, err := e.burstErr(ns, prefix, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// burstErr is burst for another goroutine than the test's: it returns the first error.
+func (e *env) burstErr(ns, prefix string, n int) ([]string, error) {
 	names := make([]string, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -97,20 +107,23 @@ func (e *env) burst(t *testing.T, ns, prefix string, n int) []string {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("create pod %s/%s: %v", ns, names[i], err)
+			return names, fmt.Errorf("create pod %s/%s: %w", ns, names[i], err)
 		}
 	}
-	return names
+	return names, nil
 }
 
-// createRetrying creates a pod, retrying while the API server is unreachable.
+// createRetrying creates a pod, retrying while the API server is unreachable; it returns the
+// number of tries.
 func (e *env) createRetrying(t *testing.T, p *corev1.Pod, timeout time.Duration) (tries int) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		tries++
 		_, err := e.kube.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{})
-		if err == nil {
+		if err == nil || (tries > 1 && apierrors.IsAlreadyExists(err)) {
+			// AlreadyExists after a failed try: that try reached the API server before it went
+			// away (the answer was lost), so the pod is there.
 			return tries
 		}
 		if time.Now().After(deadline) {
