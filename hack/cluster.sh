@@ -10,6 +10,9 @@
 #   hack/cluster.sh env      print shell exports (KUBECONFIG, PATH with kubectl, CTR)
 #   hack/cluster.sh import TAR...   import OCI image tarballs into the cluster's containerd
 #   hack/cluster.sh logs     tail the component logs (kubelet, containerd, apiserver)
+#   hack/cluster.sh restart COMPONENT...   SIGKILL kube-apiserver, containerd and/or kubelet and
+#                            start them again with the same flags (the e2e fault tests)
+#   hack/cluster.sh reboot   power loss and boot of the node (the e2e fault tests; see reboot_node)
 #
 # Kubernetes is compiled from source through the Go module proxy (no other download is needed):
 # a wrapper module requires k8s.io/kubernetes and replaces its ./staging modules with their
@@ -207,6 +210,96 @@ save_host_state() {
   done
 }
 
+# start_component NAME: start one component with its flags (used by up and restart).
+start_component() {
+  local P=$W/pki
+  case $1 in
+  kube-apiserver)
+    bg kube-apiserver "$K8S_CACHE/bin/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
+      --audit-policy-file="$W/audit-policy.yaml" --audit-log-path="$W/logs/audit.log" --audit-log-maxsize=100 --audit-log-maxbackup=1 \
+      --bind-address=0.0.0.0 --secure-port=6443 --advertise-address="$HOSTIP" \
+      --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
+      --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key" \
+      --kubelet-certificate-authority="$P/ca.crt" --kubelet-preferred-address-types=InternalIP \
+      --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
+      --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+      --service-cluster-ip-range=$SERVICE_CIDR --authorization-mode=Node,RBAC --allow-privileged=true
+    ;;
+  containerd)
+    bg containerd containerd --config "$W/containerd/config.toml"
+    ;;
+  kubelet)
+    bg kubelet "$K8S_CACHE/bin/kubelet" --config="$W/kubelet/config.yaml" --kubeconfig="$P/kubelet.kubeconfig" \
+      --root-dir="$W/kubelet/root" --hostname-override="$NODE" --node-ip="$HOSTIP"
+    ;;
+  *) die "start_component: unknown component $1" ;;
+  esac
+}
+
+# restart NAME...: stop components with SIGKILL (as a crash or power loss does) and start them
+# again with the same flags, waiting until each answers. Containers keep running across a
+# containerd restart (their shims outlive it).
+restart() {
+  running || die "the cluster is not running"
+  local c
+  for c in "$@"; do
+    case $c in kube-apiserver | containerd | kubelet) ;; *) die "restart: $c is not one of kube-apiserver, containerd, kubelet" ;; esac
+    local pid
+    pid=$(cat "$W/run/$c.pid")
+    kill_pidfile "$c"
+    waitfor "! kill -0 $pid" 30 "$c (pid $pid) to exit" || die "$c did not exit after SIGKILL"
+  done
+  for c in "$@"; do
+    start_component "$c"
+    case $c in
+    kube-apiserver) waitfor apiserver_ready 180 "kube-apiserver /readyz" || fail_up kube-apiserver ;;
+    containerd) waitfor "$CTR version" 60 "containerd" || fail_up containerd ;;
+    esac
+    log "restarted $c"
+  done
+}
+
+# reboot: stop the node the way a power loss does, then boot it again in a real order. Stop:
+# SIGKILL the kubelet, containerd, its shims and every process of every pod (kubepods cgroups),
+# then drop what does not survive a reboot: the pods' network namespaces, the runtime's state
+# (its /run part) and the agent's socket dir (/var/run/sidelane). etcd, the API server, the
+# controller manager, the scheduler and kube-proxy keep running (the control plane is elsewhere).
+# Boot: the primary CNI writes its conflist again from scratch (its own bytes, nothing chained
+# in) before containerd and the kubelet start; the Sidelane agent comes back as a pod.
+reboot_node() {
+  running || die "the cluster is not running"
+  local kpid cpid pid pids i ns m
+  kpid=$(cat "$W/run/kubelet.pid")
+  cpid=$(cat "$W/run/containerd.pid")
+  log "power loss: SIGKILL kubelet, containerd, its shims and every pod process"
+  kill_pidfile kubelet
+  kill_pidfile containerd
+  for pid in $(pgrep -f -- "-address $W/containerd/containerd.sock" || true); do kill -9 "$pid" 2>/dev/null || true; done
+  for i in $(seq 1 100); do
+    # cgroup v1 (pids controller) or v2: whichever exists.
+    pids=$({ find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null || true; } | sort -u | tr '\n' ' ')
+    [ -n "${pids// /}" ] || break
+    # shellcheck disable=SC2086
+    kill -9 $pids 2>/dev/null || true
+    sleep 0.1
+  done
+  [ -z "${pids// /}" ] || die "pod processes survive SIGKILL: $pids"
+  waitfor "! kill -0 $kpid && ! kill -0 $cpid" 30 "the kubelet and containerd to exit" || die "kubelet or containerd survived SIGKILL"
+  for ns in $(ls /run/netns 2>/dev/null | grep '^cni-' || true); do
+    grep -qx "$ns" "$W/run/netns" 2>/dev/null || ip netns del "$ns" 2>/dev/null || true
+  done
+  for m in $(awk -v w="$W/containerd/state/" 'index($5, w)==1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$W/containerd/state"
+  [ -d /var/run/sidelane ] && find /var/run/sidelane -mindepth 1 -delete
+  log "boot: the primary CNI writes its conflist from scratch, then containerd and the kubelet start"
+  cp "$W/run/primary.conflist.orig" "$W/cni/net.d/.10-sidelane-local.conflist.boot"
+  mv "$W/cni/net.d/.10-sidelane-local.conflist.boot" "$W/cni/net.d/10-sidelane-local.conflist"
+  start_component containerd
+  waitfor "$CTR version" 60 "containerd" || fail_up containerd
+  start_component kubelet
+  log "node booted"
+}
+
 up() {
   [ "$(id -u)" = 0 ] || die "the local cluster needs root"
   [ -n "$HOSTIP" ] || die "cannot find this host's IPv4 address (set HOSTIP)"
@@ -259,15 +352,7 @@ rules:
     resources: [{group: "", resources: [pods]}]
   - level: None
 POLICY
-  bg kube-apiserver "$K8S_CACHE/bin/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
-    --audit-policy-file="$W/audit-policy.yaml" --audit-log-path="$W/logs/audit.log" --audit-log-maxsize=100 --audit-log-maxbackup=1 \
-    --bind-address=0.0.0.0 --secure-port=6443 --advertise-address="$HOSTIP" \
-    --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
-    --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key" \
-    --kubelet-certificate-authority="$P/ca.crt" --kubelet-preferred-address-types=InternalIP \
-    --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range=$SERVICE_CIDR --authorization-mode=Node,RBAC --allow-privileged=true
+  start_component kube-apiserver
   waitfor apiserver_ready 180 "kube-apiserver /readyz" || fail_up kube-apiserver
 
   log "starting kube-controller-manager and kube-scheduler"
@@ -289,7 +374,7 @@ POLICY
     -e "s#bin_dir = \"/opt/cni/bin\"#bin_dir = \"$W/cni/bin\"#" -e "s#conf_dir = \"/etc/cni/net.d\"#conf_dir = \"$W/cni/net.d\"#" \
     -e "s#restrict_oom_score_adj = false#restrict_oom_score_adj = true#" >"$W/containerd/config.toml"
   grep -q "restrict_oom_score_adj = true" "$W/containerd/config.toml" || die "containerd config: restrict_oom_score_adj not set"
-  bg containerd containerd --config "$W/containerd/config.toml"
+  start_component containerd
   waitfor "$CTR version" 60 "containerd" || fail_up containerd
   $CTR images import "$W/images/pause.tar" >/dev/null
 
@@ -330,8 +415,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "0%", nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}
 maxPods: 60
 KC
-  bg kubelet "$K8S_CACHE/bin/kubelet" --config="$W/kubelet/config.yaml" --kubeconfig="$P/kubelet.kubeconfig" \
-    --root-dir="$W/kubelet/root" --hostname-override="$NODE" --node-ip="$HOSTIP"
+  start_component kubelet
   bg kube-proxy "$K8S_CACHE/bin/kube-proxy" --kubeconfig="$AK" --hostname-override="$NODE" --cluster-cidr=10.244.0.0/16 \
     --proxy-mode=iptables --conntrack-max-per-core=0 --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
   export KUBECONFIG=$AK
@@ -494,8 +578,10 @@ status) status ;;
 env) env_ ;;
 import) shift; import_images "$@" ;;
 logs) logs_ ;;
+restart) shift; restart "$@" ;;
+reboot) reboot_node ;;
 *)
-  echo "usage: $0 build|up|down|status|env|import TAR...|logs" >&2
+  echo "usage: $0 build|up|down|status|env|import TAR...|logs|restart COMPONENT...|reboot" >&2
   exit 2
   ;;
 esac

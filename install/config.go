@@ -54,6 +54,11 @@ type Config struct {
 	// fighting us (defaults 10 and 1 minute).
 	FightThreshold int
 	FightWindow    time.Duration
+	// BackoffMin and BackoffMax bound the watcher's wait between putting our entry back while
+	// it fights another writer: it starts at BackoffMin and doubles with every overwrite that
+	// follows the previous one within 2×BackoffMax, up to BackoffMax (defaults 10 ms and
+	// 500 ms, so the entry is back within about half a second of the last overwrite).
+	BackoffMin, BackoffMax time.Duration
 }
 
 // DefaultStateDir is where the install state lives unless Config.StateDir says otherwise.
@@ -92,6 +97,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.FightWindow <= 0 {
 		cfg.FightWindow = time.Minute
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = 10 * time.Millisecond
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 500 * time.Millisecond
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		return cfg, fmt.Errorf("backoff: max %s is below min %s", cfg.BackoffMax, cfg.BackoffMin)
 	}
 	if cfg.ConfName != "" && (filepath.Base(cfg.ConfName) != cfg.ConfName || !isConfExt(cfg.ConfName)) {
 		return cfg, fmt.Errorf("CNI conf name %q: must be a file name in the conf dir ending in .conf, .conflist or .json", cfg.ConfName)

@@ -88,6 +88,9 @@ func percentile(d []time.Duration, q float64) time.Duration {
 func TestWatcherChaos(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.ResyncInterval = 500 * time.Millisecond
+	// This test is about correctness under rewrites and the reinsert latency; the backoff of a
+	// fight (up to 500 ms per reinsert by default) has its own test.
+	e.cfg.BackoffMin, e.cfg.BackoffMax = time.Millisecond, time.Millisecond
 	path := filepath.Join(e.conf, "10-calico.conflist")
 	writeLikePrimary(t, path, primaryContent(0), false)
 	w := runWatcher(t, e.cfg)
@@ -279,5 +282,110 @@ func BenchmarkReinsertLatency(b *testing.B) {
 		os.WriteFile(tmp, primaryContent(i), 0o644)
 		os.Rename(tmp, path)
 		wait(i)
+	}
+}
+
+// TestWatcherBacksOffInAFight: another writer removes our entry every 10 ms for 3 s (as a
+// misconfigured primary installer in a loop does). The watcher detects the fight, reports it
+// once through OnFight, backs off up to BackoffMax instead of rewriting at full speed, a
+// concurrent reader never finds the file unparseable, and once the fight stops the entry is
+// back within 1 s.
+func TestWatcherBacksOffInAFight(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(e.conf, "10-calico.conflist")
+	writeLikePrimary(t, path, primaryContent(0), false)
+	w, err := NewWatcher(e.cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fights := make(chan Fight, 10)
+	w.OnFight(func(f Fight) { fights <- f })
+	ctx, cancel := contextWithCancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "first install", 30*time.Second, func() error { return chainedOver(path, primaryContent(0)) })
+
+	// A concurrent reader parses the file at every read.
+	stopRead := make(chan struct{})
+	readErr := make(chan error, 1)
+	reads := 0
+	go func() {
+		defer close(readErr)
+		for {
+			select {
+			case <-stopRead:
+				return
+			default:
+			}
+			b, err := os.ReadFile(path)
+			if err == nil {
+				_, err = conflist.Parse(b)
+			}
+			if err != nil {
+				readErr <- fmt.Errorf("read %d: %w", reads, err)
+				return
+			}
+			reads++
+		}
+	}()
+
+	const fight = 3 * time.Second
+	before := w.Stats()
+	tick := time.NewTicker(10 * time.Millisecond) // the fighter's pace, not a synchronisation
+	start := time.Now()
+	gen := 0
+	for time.Since(start) < fight {
+		<-tick.C
+		gen++
+		writeLikePrimary(t, path, primaryContent(gen), false)
+	}
+	tick.Stop()
+	stopped := time.Now()
+	during := w.Stats()
+	took := time.Duration(0)
+	for chainedOver(path, primaryContent(gen)) != nil {
+		if took = time.Since(stopped); took > 5*time.Second {
+			t.Fatalf("entry not back 5 s after the fight stopped: %v", chainedOver(path, primaryContent(gen)))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	took = time.Since(stopped)
+	close(stopRead)
+	if err := <-readErr; err != nil {
+		t.Errorf("concurrent reader: %v", err)
+	}
+	writes := during.Writes - before.Writes
+	t.Logf("fighter wrote %d times in %v; watcher wrote %d times (%d overwrites seen, backoff %v); entry back %v after the fight; reader parsed %d reads",
+		gen, fight, writes, during.Overwrites-before.Overwrites, during.Backoff, took.Round(time.Millisecond), reads)
+	// Full speed is one write per fighter write (~300 here). Backing off allows the writes that
+	// detect the fight, the doubling steps up to BackoffMax, then one per BackoffMax.
+	steps := 0
+	for d := e.cfg.BackoffMin; d < e.cfg.BackoffMax; d *= 2 {
+		steps++
+	}
+	limit := uint64(w.cfg.FightThreshold + 1 + steps + int(fight/w.cfg.BackoffMax) + 5)
+	if writes > limit {
+		t.Errorf("watcher wrote %d times during a %v fight, want at most %d (backing off)", writes, fight, limit)
+	}
+	if during.Backoff != w.cfg.BackoffMax {
+		t.Errorf("backoff during the fight = %v, want %v", during.Backoff, w.cfg.BackoffMax)
+	}
+	if !during.Fighting || during.Fights != 1 {
+		t.Errorf("stats %+v: want one fight, fighting", during)
+	}
+	if took > time.Second {
+		t.Errorf("entry back %v after the fight stopped, want within 1 s", took)
+	}
+	select {
+	case f := <-fights:
+		if f.File != path || f.BackoffMax != w.cfg.BackoffMax {
+			t.Errorf("OnFight got %+v", f)
+		}
+	default:
+		t.Errorf("OnFight was not called")
+	}
+	if len(fights) != 0 {
+		t.Errorf("OnFight called %d more times for one fight", len(fights))
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -116,11 +118,13 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		return out
 	}, func() metrics.InstallStats {
 		s := watcher.Stats()
-		return metrics.InstallStats{Writes: s.Writes, Overwrites: s.Overwrites, Fights: s.Fights, Errors: s.Errors, Fighting: s.Fighting}
+		return metrics.InstallStats{Writes: s.Writes, Overwrites: s.Overwrites, Fights: s.Fights, Errors: s.Errors, Fighting: s.Fighting, Backoff: s.Backoff}
 	})
 	engine := &inspect.Capture{}
-	event, stopEvents := podwatch.Events(client, cfg.Node)
+	emit, stopEvents := podwatch.Recorder(client, cfg.Node)
 	defer stopEvents()
+	event := podwatch.PodEvents(emit)
+	watcher.OnFight(func(f install.Fight) { emit(selfRef(cfg), true, FightReason, f.String()) })
 	procRoot := cfg.ProcRoot
 	if procRoot == "" {
 		procRoot = "/proc"
@@ -249,4 +253,17 @@ func listen(cfg Config) (net.Listener, []net.Listener, error) {
 // DefaultListen is the TCP API address for a node IP ("" listens on every address).
 func DefaultListen(nodeIP string) string {
 	return net.JoinHostPort(nodeIP, strconv.Itoa(contract.AgentPort))
+}
+
+// FightReason is the reason of the Warning event the agent emits when another component keeps
+// removing the plugin's entry from the primary conflist.
+const FightReason = "CNIConfigFight"
+
+// selfRef is what the agent's own events are about: its pod when it knows it (downward API),
+// else its node.
+func selfRef(cfg Config) *corev1.ObjectReference {
+	if cfg.PodName != "" && cfg.PodNamespace != "" {
+		return &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: cfg.PodNamespace, Name: cfg.PodName}
+	}
+	return &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: cfg.Node, UID: types.UID(cfg.Node)}
 }

@@ -322,3 +322,25 @@ func TestListenTLSOnlyOffLoopback(t *testing.T) {
 		t.Error("other listener answered plain HTTP")
 	}
 }
+
+// TestSelfRef: the agent's own events (a conflist fight) are about its pod when the downward
+// API gave it, else about its node.
+func TestSelfRef(t *testing.T) {
+	cases := []struct {
+		name           string
+		cfg            Config
+		kind, ns, want string
+	}{
+		{"pod", Config{Node: "n1", PodNamespace: "sidelane-system", PodName: "sidelane-agent-x"}, "Pod", "sidelane-system", "sidelane-agent-x"},
+		{"no pod name", Config{Node: "n1", PodNamespace: "sidelane-system"}, "Node", "", "n1"},
+		{"no pod namespace", Config{Node: "n1", PodName: "sidelane-agent-x"}, "Node", "", "n1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := selfRef(c.cfg)
+			if r.Kind != c.kind || r.Namespace != c.ns || r.Name != c.want {
+				t.Errorf("selfRef = %s %s/%s, want %s %s/%s", r.Kind, r.Namespace, r.Name, c.kind, c.ns, c.want)
+			}
+		})
+	}
+}

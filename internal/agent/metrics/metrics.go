@@ -16,6 +16,8 @@ import (
 type InstallStats struct {
 	Writes, Overwrites, Fights, Errors uint64
 	Fighting                           bool
+	// Backoff is the watcher's current wait between reinserts (0 unless fighting).
+	Backoff time.Duration
 }
 
 // Metrics are the agent's collectors on their own registry.
@@ -89,6 +91,9 @@ func New(pods func() map[string]int, install func() InstallStats) *Metrics {
 				}
 				return 0
 			}))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sidelane_agent_install_backoff_seconds",
+			Help: "The install watcher's current wait before putting the entry back (0 unless fighting; bounded by the backoff maximum)."},
+			func() float64 { return install().Backoff.Seconds() }))
 	}
 	return m
 }

@@ -337,18 +337,29 @@ func (w *Watcher) next(ctx context.Context) bool {
 	return true
 }
 
-// Events returns a function that emits Kubernetes events on pods, and a stop function.
-func Events(client kubernetes.Interface, node string) (func(p record.PodInfo, warning bool, reason, msg string), func()) {
+// Emit emits one Kubernetes event on an object (a pod, the agent's own pod, the node).
+type Emit func(ref *corev1.ObjectReference, warning bool, reason, msg string)
+
+// Recorder returns an Emit that records events through the API server as the agent of node,
+// and a stop function.
+func Recorder(client kubernetes.Interface, node string) (Emit, func()) {
 	b := toolsrecord.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "sidelane-agent", Host: node})
-	return func(p record.PodInfo, warning bool, reason, msg string) {
+	return func(ref *corev1.ObjectReference, warning bool, reason, msg string) {
 		t := corev1.EventTypeNormal
 		if warning {
 			t = corev1.EventTypeWarning
 		}
-		rec.Event(&corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name, UID: types.UID(p.UID)}, t, reason, msg)
+		rec.Event(ref, t, reason, msg)
 	}, b.Shutdown
+}
+
+// PodEvents returns a function that emits events on pods through emit.
+func PodEvents(emit Emit) func(p record.PodInfo, warning bool, reason, msg string) {
+	return func(p record.PodInfo, warning bool, reason, msg string) {
+		emit(&corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name, UID: types.UID(p.UID)}, warning, reason, msg)
+	}
 }
 
 // DeletePod returns a function that deletes a pod with a UID precondition.
