@@ -20,6 +20,10 @@ const (
 	ProxyContainerName = "sidelane-proxy"
 	// SystemNamespace is where Sidelane itself runs.
 	SystemNamespace = "sidelane-system"
+	// RepairAnnotation on a pod overrides the node agent's --repair-mode for that pod
+	// ("inplace", "delete" or "off"); "off" keeps missing or drifted rules as they are (recorded
+	// and reported, not repaired), e.g. while someone inspects a pod's tampered rules.
+	RepairAnnotation = "sidelane.io/repair"
 )
 
 // DefaultExcludeNamespaces are never captured by the plugin nor injected by the webhook.

@@ -200,7 +200,9 @@ var handleRE = regexp.MustCompile(`# handle (\d+)`)
 func TestCheckDetectsTamperedRules(t *testing.T) {
 	e := setup(t)
 	ns := e.namespace(t, "e2e-check", true, true)
-	p := e.createPod(t, serverPod(ns, "server", podOpts{}))
+	// Repair is off for this pod (sidelane.io/repair): the agent records drift and leaves the
+	// tampered rules as they are, so what check reads does not race the agent's repair.
+	p := e.createPod(t, serverPod(ns, "server", podOpts{annotations: map[string]string{contract.RepairAnnotation: "off"}}))
 	p = e.waitReady(t, ns, p.Name)
 
 	poll(t, 60*time.Second, "kubectl sidelane check exits 0 on a healthy cluster", func() (bool, error) {

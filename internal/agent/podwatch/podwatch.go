@@ -40,7 +40,7 @@ import (
 // opted out, not on the host network, with the sidelane.io/status annotation and a
 // sidelane-proxy container (regular, or a native sidecar).
 func PodInfo(pod *corev1.Pod, excluded []string) record.PodInfo {
-	p := record.PodInfo{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
+	p := record.PodInfo{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID), Repair: pod.Annotations[contract.RepairAnnotation]}
 	for _, ip := range pod.Status.PodIPs {
 		p.PodIPs = append(p.PodIPs, ip.IP)
 	}

@@ -87,6 +87,16 @@ func TestPodInfo(t *testing.T) {
 	}
 }
 
+func TestPodInfoRepairAnnotation(t *testing.T) {
+	if p := PodInfo(mkPod("app", "a", true, nil), nil); p.Repair != "" {
+		t.Errorf("no annotation: repair %q", p.Repair)
+	}
+	p := PodInfo(mkPod("app", "a", true, func(p *corev1.Pod) { p.Annotations[contract.RepairAnnotation] = "off" }), nil)
+	if p.Repair != "off" {
+		t.Errorf("annotation off: repair %q", p.Repair)
+	}
+}
+
 func TestWatcherAlignsRecord(t *testing.T) {
 	st, err := record.Open(t.TempDir(), 0)
 	if err != nil {

@@ -71,6 +71,9 @@ type PodInfo struct {
 	// are invalid (then Settings is nil).
 	Settings    *redirect.Settings
 	SettingsErr string
+	// Repair is the pod's sidelane.io/repair annotation ("" when absent): the repair mode for
+	// this pod instead of the agent's.
+	Repair string
 }
 
 // Store is the record. Its methods are safe for concurrent use.

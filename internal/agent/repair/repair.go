@@ -21,6 +21,7 @@ import (
 	"github.com/sidelane/sidelane/internal/agent/metrics"
 	"github.com/sidelane/sidelane/internal/agent/record"
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/rules"
 )
 
@@ -113,7 +114,22 @@ func (r *Repairer) event(p record.PodInfo, warning bool, reason, msg string) {
 	}
 }
 
-// Check inspects one pod of the node and repairs it according to the mode.
+// modeFor is the repair mode of pod p: its sidelane.io/repair annotation when that names a
+// mode, else the agent's.
+func (r *Repairer) modeFor(p record.PodInfo) Mode {
+	if p.Repair == "" {
+		return r.Mode
+	}
+	m, err := ParseMode(p.Repair)
+	if err != nil {
+		r.log().Warn("ignoring the pod's repair annotation", "pod", p.Namespace+"/"+p.Name, "annotation", contract.RepairAnnotation, "error", err, "mode", r.Mode)
+		return r.Mode
+	}
+	return m
+}
+
+// Check inspects one pod of the node and repairs it according to the mode (the agent's, or the
+// pod's sidelane.io/repair annotation).
 func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) {
 	if !p.Injected || !p.Running {
 		return Result{Action: ActionNone}, nil
@@ -217,15 +233,16 @@ func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) 
 		return res, err
 	}
 
+	mode := r.modeFor(p)
 	switch {
-	case r.Mode == ModeOff:
+	case mode == ModeOff:
 		res.Action = ActionOff
 		r.Metrics.ObserveRepair(ActionOff, 0)
 		if rec.State != res.State {
 			r.event(p, true, "RulesNotInPlace", reason+" (repair is off)")
 		}
 		return res, nil
-	case r.Mode == ModeInPlace && res.Netns != "":
+	case mode == ModeInPlace && res.Netns != "":
 		err := r.Engine.Apply(backend, res.Netns, rs)
 		if err == nil {
 			var after []string
@@ -254,7 +271,7 @@ func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) 
 	}
 	// Delete mode, or in place was impossible: only once the problem has lasted DeleteAfter
 	// (a sandbox being recreated has no findable netns for a moment).
-	if r.Mode == ModeInPlace || res.Netns == "" {
+	if mode == ModeInPlace || res.Netns == "" {
 		if wait := r.DeleteAfter - r.now().Sub(since); wait > 0 {
 			res.Action, res.RetryAfter = ActionFailed, wait
 			r.log().Info("pod rules not in place; deleting the pod if that lasts", "pod", p.Namespace+"/"+p.Name, "in", wait)

@@ -71,6 +71,8 @@ func TestCheck(t *testing.T) {
 	}
 	defaults := redirect.Defaults()
 	pod := record.PodInfo{Namespace: "ns", Name: "web", UID: "u1", PodIPs: []string{"10.1.0.5"}, Injected: true, Running: true, Settings: &defaults}
+	podOff, podBad := pod, pod
+	podOff.Repair, podBad.Repair = "off", "sometimes"
 	captured := agentapi.Report{Event: "ADD", Namespace: "ns", Name: "web", UID: "u1", ContainerID: "c1", Netns: recNS, State: "captured", Backend: "nftables", Settings: &defaults}
 	for _, tc := range []struct {
 		name       string
@@ -100,6 +102,10 @@ func TestCheck(t *testing.T) {
 			wantAction: ActionDeleted, wantState: "drifted", wantFrom: "record", wantDelete: true, wantEvent: "PodDeletedForRepair"},
 		{name: "off", mode: ModeOff, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 tampered"}},
 			wantAction: ActionOff, wantState: "drifted", wantFrom: "record", wantEvent: "RulesNotInPlace"},
+		{name: "pod annotation off wins over the agent's inplace", mode: ModeInPlace, report: &captured, pod: podOff, live: map[string][]string{recNS: {"ipv4 tampered"}},
+			wantAction: ActionOff, wantState: "drifted", wantFrom: "record", wantEvent: "RulesNotInPlace"},
+		{name: "unknown pod annotation: the agent's mode", mode: ModeInPlace, report: &captured, pod: podBad, live: map[string][]string{recNS: {"ipv4 tampered"}},
+			wantAction: ActionInPlace, wantState: "captured", wantFrom: "record", wantEvent: "RulesRepaired"},
 		{name: "not injected", mode: ModeInPlace, pod: record.PodInfo{Namespace: "ns", Name: "web", Running: true}, live: map[string][]string{},
 			wantAction: ActionNone},
 		{name: "plugin failed it", mode: ModeInPlace, report: &agentapi.Report{Event: "ADD", Namespace: "ns", Name: "web", UID: "u1", State: "failed"}, pod: pod,
