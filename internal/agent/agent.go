@@ -103,6 +103,14 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 	if err != nil {
 		return err
 	}
+	// Reports are answered once in memory; the file follows within record.DefaultWriteDelay
+	// and is written for the last time after every part has stopped.
+	stopWriteBehind := store.WriteBehind(record.DefaultWriteDelay, func(err error) { log.Error("record", "error", err) })
+	defer func() {
+		if stopWriteBehind != nil {
+			stopWriteBehind()
+		}
+	}()
 	icfg := cfg.Install
 	watcher, err := install.NewWatcher(icfg, log.With("component", "install"))
 	if err != nil {
@@ -197,6 +205,11 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 			log.Error("agent part failed; stopping", "error", err)
 		}
 		stop()
+	}
+	err, stopWriteBehind = stopWriteBehind(), nil
+	if err != nil {
+		log.Error("record", "error", err)
+		runErr = errors.Join(runErr, err)
 	}
 	mode, why := exitMode(context.WithoutCancel(ctx), client, cfg.OnExit, cfg.PodNamespace, cfg.PodName)
 	if err := install.Uninstall(icfg, mode); err != nil {
