@@ -5,6 +5,8 @@
 package selection
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -70,4 +72,31 @@ func OptIn(labels, annotations map[string]string) string {
 
 func optValue(m map[string]string) string {
 	return strings.ToLower(strings.TrimSpace(m[contract.InjectLabel]))
+}
+
+// CheckNamespaceName says why ns is not a namespace name (an RFC 1123 DNS label: at most 63
+// lowercase letters, digits and '-', starting and ending with a letter or digit), or returns
+// nil. It is the namespace-name rule of the plugin's exclude_namespaces and of the agent's
+// reports, written out so that the CNI plugin does not link Kubernetes' validation package
+// (its initialisation is a sizeable part of the plugin's start-up).
+func CheckNamespaceName(ns string) error {
+	switch {
+	case ns == "":
+		return errors.New("empty")
+	case len(ns) > 63:
+		return fmt.Errorf("%d characters, at most 63 allowed", len(ns))
+	}
+	for i := 0; i < len(ns); i++ {
+		c := ns[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		switch {
+		case alnum:
+		case c == '-' && i != 0 && i != len(ns)-1:
+		case c == '-':
+			return errors.New("must start and end with a lowercase letter or digit")
+		default:
+			return fmt.Errorf("character %q at %d: only lowercase letters, digits and '-' allowed", c, i)
+		}
+	}
+	return nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // FileName is the name of the record file in the state directory. It must never change: a new
@@ -529,8 +530,8 @@ func clone(r *Record) Record {
 // validateReport refuses names that are not Kubernetes names (the record key joins them with
 // "/", which neither may contain) and values beyond the record's bounds.
 func validateReport(rep agentapi.Report) error {
-	if errs := validation.IsDNS1123Label(rep.Namespace); len(errs) > 0 {
-		return fmt.Errorf("report: namespace %q is not a namespace name: %s", cut(rep.Namespace), strings.Join(errs, "; "))
+	if err := selection.CheckNamespaceName(rep.Namespace); err != nil {
+		return fmt.Errorf("report: namespace %q is not a namespace name: %w", cut(rep.Namespace), err)
 	}
 	if errs := validation.IsDNS1123Subdomain(rep.Name); len(errs) > 0 {
 		return fmt.Errorf("report: name %q is not a pod name: %s", cut(rep.Name), strings.Join(errs, "; "))
