@@ -29,7 +29,7 @@ const (
 
 var logLevels = []string{LevelDebug, LevelInfo, LevelWarn, LevelError}
 
-// Config is the plugin's entry in the conflist (DESIGN.md "CNI plugin configuration"), with
+// Config is the plugin's entry in the conflist (docs/design.md "CNI plugin configuration"), with
 // the fields the runtime adds (cniVersion, name, prevResult, cni.dev/valid-attachments).
 type Config struct {
 	types.PluginConf

@@ -1,4 +1,4 @@
-// Package selection decides which pods Sidelane captures (DESIGN.md "Pod selection"). It is
+// Package selection decides which pods Sidelane captures (docs/design.md "Pod selection"). It is
 // the one place the rule lives: the CNI plugin applies it at ADD, the node agent when it
 // looks for pods to repair, the injector when it reads a pod's opt-in or opt-out. It takes
 // plain values, not Kubernetes objects.
@@ -32,7 +32,7 @@ type Decision struct {
 	Reason  string
 }
 
-// Decide is the capture decision (DESIGN.md "Pod selection"): a pod is captured when its
+// Decide is the capture decision (docs/design.md "Pod selection"): a pod is captured when its
 // namespace is not excluded, it is not on the host network, it has not opted out (label or
 // annotation sidelane.io/inject: "false"), it carries the sidelane.io/status annotation and it
 // has a container named sidelane-proxy (regular, or a native sidecar init container).

@@ -36,7 +36,7 @@ import (
 )
 
 // PodInfo returns the plain facts about pod that the agent decides on. A pod is injected when
-// DESIGN.md "Pod selection" says the plugin captures it: not in an excluded namespace, not
+// docs/design.md "Pod selection" says the plugin captures it: not in an excluded namespace, not
 // opted out, not on the host network, with the sidelane.io/status annotation and a
 // sidelane-proxy container (regular, or a native sidecar).
 func PodInfo(pod *corev1.Pod, excluded []string) record.PodInfo {

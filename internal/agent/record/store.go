@@ -68,7 +68,7 @@ func Key(namespace, name string) string { return namespace + "/" + name }
 type PodInfo struct {
 	Namespace, Name, UID string
 	PodIPs               []string
-	// Injected is true for a pod that must be captured (DESIGN.md "Pod selection").
+	// Injected is true for a pod that must be captured (docs/design.md "Pod selection").
 	Injected bool
 	// Running is true once the pod has a sandbox with an IP (phase Running or Pending with IPs).
 	Running bool
