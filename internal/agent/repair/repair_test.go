@@ -209,3 +209,36 @@ func TestDeleteWaitsForDeleteAfter(t *testing.T) {
 		t.Errorf("problem since %v", rec.ProblemSince)
 	}
 }
+
+// TestDecide: the decision alone, without a store or an engine.
+func TestDecide(t *testing.T) {
+	now := time.Unix(1000, 0)
+	inSync := finding{netns: "/n", live: []string{"r"}, detected: now}
+	drifted := finding{netns: "/n", live: []string{"x"}, diff: []string{"-r", "+x"}, detected: now}
+	noNetns := finding{liveErr: errors.New("not found"), detected: now}
+	captured := record.Record{PodRecord: agentapi.PodRecord{State: agentapi.StateCaptured, Netns: "/n"}}
+	old := record.Record{PodRecord: agentapi.PodRecord{State: agentapi.StateMissing}, ProblemSince: now.Add(-time.Minute)}
+	for _, tc := range []struct {
+		name string
+		f    finding
+		rec  record.Record
+		mode Mode
+		want plan
+	}{
+		{"invalid, new reason", finding{invalid: "bad"}, record.Record{}, ModeInPlace, plan{step: stepRecordFailed}},
+		{"invalid, already recorded", finding{invalid: "bad"}, record.Record{PodRecord: agentapi.PodRecord{Reason: "bad"}}, ModeInPlace, plan{step: stepNothing}},
+		{"in sync, recorded", inSync, captured, ModeInPlace, plan{step: stepNothing, state: agentapi.StateCaptured}},
+		{"in sync, not recorded", inSync, record.Record{}, ModeInPlace, plan{step: stepRecordInSync, state: agentapi.StateCaptured}},
+		{"drifted, inplace", drifted, captured, ModeInPlace, plan{step: stepApply, state: agentapi.StateDrifted, since: now, onFailure: stepWait, wait: 30 * time.Second}},
+		{"drifted, off", drifted, captured, ModeOff, plan{step: stepRecordOnly, state: agentapi.StateDrifted, since: now, onFailure: stepDelete}},
+		{"drifted, delete mode deletes at once", drifted, captured, ModeDelete, plan{step: stepDelete, state: agentapi.StateDrifted, since: now, onFailure: stepDelete}},
+		{"no netns, young problem", noNetns, captured, ModeInPlace, plan{step: stepWait, state: agentapi.StateMissing, since: now, onFailure: stepWait, wait: 30 * time.Second}},
+		{"no netns, old problem", noNetns, old, ModeDelete, plan{step: stepDelete, state: agentapi.StateMissing, since: old.ProblemSince, onFailure: stepDelete}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decide(tc.f, tc.rec, tc.mode, 30*time.Second, now); got != tc.want {
+				t.Errorf("decide = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
