@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sidelane/sidelane/install"
 	"github.com/sidelane/sidelane/internal/agent/auth"
@@ -67,26 +65,6 @@ type Config struct {
 	// MaxRecords bounds the record.
 	MaxRecords int
 	Log        *slog.Logger
-}
-
-// KubeClient returns a clientset for kubeconfig (empty: in-cluster).
-func KubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config: %w", err)
-	}
-	cfg.UserAgent = "sidelane-agent"
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return cs, nil
 }
 
 // Run is the DaemonSet: everything until ctx ends (or a part fails), then uninstall or keep

@@ -15,6 +15,7 @@ import (
 	"github.com/sidelane/sidelane/install"
 	"github.com/sidelane/sidelane/internal/agent/repair"
 	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/kubeclient"
 )
 
 const usage = `usage: sidelane-agent <command> [flags]
@@ -250,7 +251,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	client, err := KubeClient(cfg.Kubeconfig)
+	client, err := kubeclient.New(cfg.Kubeconfig, "sidelane-agent")
 	if err != nil {
 		return err
 	}

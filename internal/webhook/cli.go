@@ -13,13 +13,11 @@ import (
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/inject"
+	"github.com/sidelane/sidelane/internal/kubeclient"
 )
 
 // Main runs the sidelane-injector command line (args without the program name) and returns
@@ -87,18 +85,7 @@ func serveCmd(args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
-	var restCfg *rest.Config
-	var err error
-	if *kubeconfig == "" {
-		restCfg, err = rest.InClusterConfig()
-	} else {
-		restCfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	}
-	if err != nil {
-		return fmt.Errorf("API server configuration (outside a cluster, give --kubeconfig): %w", err)
-	}
-	restCfg.UserAgent = "sidelane-injector/" + Version()
-	client, err := kubernetes.NewForConfig(restCfg)
+	client, err := kubeclient.New(*kubeconfig, "sidelane-injector/"+Version())
 	if err != nil {
 		return fmt.Errorf("API server client: %w", err)
 	}
