@@ -8,14 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/flagenv"
 	"github.com/sidelane/sidelane/internal/inject"
 	"github.com/sidelane/sidelane/internal/kubeclient"
 )
@@ -23,7 +22,7 @@ import (
 // Main runs the sidelane-injector command line (args without the program name) and returns
 // the exit code: `[serve] [flags]` runs the webhook until SIGTERM, `inject -f FILE` is the
 // manual mode.
-func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var err error
 	name := "sidelane-injector"
 	switch {
@@ -31,9 +30,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		name += " inject"
 		err = injectCmd(args[1:], stdin, stdout, stderr)
 	case len(args) > 0 && args[0] == "serve":
-		err = serveCmd(args[1:], stderr)
+		err = serveCmd(ctx, args[1:], stderr)
 	default:
-		err = serveCmd(args, stderr)
+		err = serveCmd(ctx, args, stderr)
 	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -61,7 +60,7 @@ func templateFlags(fs *flag.FlagSet) func() (inject.Template, string) {
 	}
 }
 
-func serveCmd(args []string, stderr io.Writer) error {
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sidelane-injector", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", ":9443", "HTTPS address of /inject, /healthz, /readyz")
@@ -76,6 +75,9 @@ func serveCmd(args []string, stderr io.Writer) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	tpl := templateFlags(fs)
+	if err := flagenv.Bind(fs, "injector"); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,8 +104,6 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	return srv.Run(ctx)
 }
 
@@ -114,6 +114,9 @@ func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	out := fs.String("o", "-", "output file (- for stdout)")
 	native := fs.String("native-sidecar", "", "true/false: override the template's nativeSidecar")
 	tpl := templateFlags(fs)
+	if err := flagenv.Bind(fs, "injector"); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
