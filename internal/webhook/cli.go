@@ -7,15 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/flagenv"
 	"github.com/sidelane/sidelane/internal/inject"
+	"github.com/sidelane/sidelane/internal/inject/manualcmd"
 	"github.com/sidelane/sidelane/internal/kubeclient"
 )
 
@@ -44,7 +43,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	return 0
 }
 
-// templateFlags are the flags both modes share.
+// templateFlags are the template flags of serve (manual injection has its own, package
+// manualcmd).
 func templateFlags(fs *flag.FlagSet) func() (inject.Template, string) {
 	file := fs.String("template", "", "injection template file (YAML/JSON: image, imagePullPolicy, resources, nativeSidecar, logLevel); reloaded on change")
 	image := fs.String("proxy-image", inject.DefaultImage, "proxy image, unless the template file names one")
@@ -110,48 +110,17 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sidelane-injector inject", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	in := fs.String("f", "", "YAML file to inject (- for stdin)")
-	out := fs.String("o", "-", "output file (- for stdout)")
-	native := fs.String("native-sidecar", "", "true/false: override the template's nativeSidecar")
-	tpl := templateFlags(fs)
+	var m manualcmd.Flags
+	m.Register(fs)
 	if err := flagenv.Bind(fs, "injector"); err != nil {
 		return err
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *in == "" {
-		return fmt.Errorf("-f is required (a file, or - for stdin)")
-	}
-	base, file := tpl()
-	t := base
-	if file != "" {
-		var err error
-		if t, err = inject.LoadTemplateFile(file, base); err != nil {
-			return err
-		}
-	}
-	switch *native {
-	case "":
-	case "true", "false":
-		t.NativeSidecar = *native == "true"
-	default:
-		return fmt.Errorf("--native-sidecar %q: want true or false", *native)
-	}
-	r := stdin
-	if *in != "-" {
-		f, err := os.Open(*in)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		r = f
-	}
-	if *out == "-" {
-		return inject.InjectYAML(r, stdout, t)
-	}
-	// Written atomically, so that a refusal leaves no partial output.
-	return atomicfile.WriteFrom(*out, 0o644, func(w io.Writer) error { return inject.InjectYAML(r, w, t) })
+	base := inject.DefaultTemplate()
+	base.InjectorVersion = Version()
+	return m.Run(base, stdin, stdout)
 }
 
 func splitList(s string) []string {
