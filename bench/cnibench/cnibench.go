@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 		return nil, fmt.Errorf("cnibench: %w", err)
 	}
 	defer b.host.Close()
-	stopAgent, err := b.startAgent(ctx)
+	stopAgent, err := b.startAgent(ctx, filepath.Join(work, "agent-state"))
 	if err != nil {
 		return nil, err
 	}
@@ -182,14 +182,16 @@ type bench struct {
 
 // startAgent replaces the host's stand-in agent with the node agent's own decision path on the
 // same socket: server.Server (the socket's protocol sniffing and cnirpc) answering from a
-// podwatch.Watcher whose informer runs over a client-go fake clientset.
-func (b *bench) startAgent(ctx context.Context) (stop func(), err error) {
+// podwatch.Watcher whose informer runs over a client-go fake clientset, and the record kept in
+// stateDir and written behind as the agent does.
+func (b *bench) startAgent(ctx context.Context, stateDir string) (stop func(), err error) {
 	b.host.Agent.Down()
 	b.client = fake.NewClientset()
-	store, err := record.Open("", 0)
+	store, err := record.Open(stateDir, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cnibench: %w", err)
 	}
+	stopWriteBehind := store.WriteBehind(record.DefaultWriteDelay, nil)
 	w := podwatch.NewWatcher()
 	w.Client, w.Node, w.Excluded, w.Store = b.client, benchNode, contract.DefaultExcludeNamespaces, store
 	w.Check = func(context.Context, record.PodInfo) (time.Duration, error) { return 0, nil }
@@ -202,13 +204,14 @@ func (b *bench) startAgent(ctx context.Context) (stop func(), err error) {
 		}}
 	l, err := server.ListenUnix(b.host.AgentSock)
 	if err != nil {
+		stopWriteBehind()
 		return nil, fmt.Errorf("cnibench: %w", err)
 	}
 	actx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { w.Run(actx) })
 	wg.Go(func() { srv.ServeUnix(actx, l, srv.UnixHandler()) })
-	stop = func() { cancel(); wg.Wait() }
+	stop = func() { cancel(); wg.Wait(); stopWriteBehind() }
 	deadline := time.Now().Add(30 * time.Second)
 	for !w.Synced() {
 		if time.Now().After(deadline) {

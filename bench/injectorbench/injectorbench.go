@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 // start runs the webhook server on loopback with a certificate from files (the path a
 // cert-manager deployment takes) and returns an HTTP/2 client that trusts it.
 func start(work string) (*webhook.Server, *http.Client, string, func(), error) {
-	ss, err := webhook.NewSelfSigned("sidelane-injector", contract.SystemNamespace, time.Hour, time.Now())
+	ss, err := webhook.NewSelfSigned("sidelane-injector", contract.SystemNamespace, time.Hour)
 	if err != nil {
 		return nil, nil, "", nil, err
 	}

@@ -19,8 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sidelane/sidelane/install"
 	"github.com/sidelane/sidelane/internal/agent/auth"
@@ -71,26 +69,6 @@ type Config struct {
 	Log        *slog.Logger
 }
 
-// KubeClient returns a clientset for kubeconfig (empty: in-cluster).
-func KubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config: %w", err)
-	}
-	cfg.UserAgent = "sidelane-agent"
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return cs, nil
-}
-
 // Run is the DaemonSet: everything until ctx ends (or a part fails), then uninstall or keep
 // the plugin as cfg.OnExit says.
 func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
@@ -105,6 +83,14 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 	if err != nil {
 		return err
 	}
+	// Reports are answered once in memory; the file follows within record.DefaultWriteDelay
+	// and is written for the last time after every part has stopped.
+	stopWriteBehind := store.WriteBehind(record.DefaultWriteDelay, func(err error) { log.Error("record", "error", err) })
+	defer func() {
+		if stopWriteBehind != nil {
+			stopWriteBehind()
+		}
+	}()
 	icfg := cfg.Install
 	watcher, err := install.NewWatcher(icfg, log.With("component", "install"))
 	if err != nil {
@@ -201,6 +187,11 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 			log.Error("agent part failed; stopping", "error", err)
 		}
 		stop()
+	}
+	err, stopWriteBehind = stopWriteBehind(), nil
+	if err != nil {
+		log.Error("record", "error", err)
+		runErr = errors.Join(runErr, err)
 	}
 	mode, why := exitMode(context.WithoutCancel(ctx), client, cfg.OnExit, cfg.PodNamespace, cfg.PodName)
 	if err := install.Uninstall(icfg, mode); err != nil {

@@ -68,6 +68,17 @@ func TestRunFlags(t *testing.T) {
 	if err != nil || cfg.Node != "from-env" || strings.Join(cfg.Listen, ",") != "127.0.0.1:15080,192.0.2.7:15080" {
 		t.Errorf("env: %+v %v", cfg, err)
 	}
+	// Every flag also reads SIDELANE_AGENT_<FLAG> (over the older names); the command line wins.
+	t.Setenv("SIDELANE_AGENT_NODE_NAME", "from-sidelane-env")
+	t.Setenv("SIDELANE_AGENT_REPAIR_MODE", "off")
+	cfg, err = RunFlags([]string{"--repair-mode=delete"}, io.Discard)
+	if err != nil || cfg.Node != "from-sidelane-env" || cfg.RepairMode != "delete" {
+		t.Errorf("SIDELANE_AGENT_*: %+v %v", cfg, err)
+	}
+	t.Setenv("SIDELANE_AGENT_REPAIR_INTERVAL", "often")
+	if _, err := RunFlags(nil, io.Discard); err == nil || !strings.Contains(err.Error(), `SIDELANE_AGENT_REPAIR_INTERVAL="often"`) {
+		t.Errorf("bad SIDELANE_AGENT_REPAIR_INTERVAL: %v", err)
+	}
 }
 
 func TestInstallUninstallCommands(t *testing.T) {

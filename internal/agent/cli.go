@@ -15,6 +15,8 @@ import (
 	"github.com/sidelane/sidelane/install"
 	"github.com/sidelane/sidelane/internal/agent/repair"
 	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/flagenv"
+	"github.com/sidelane/sidelane/internal/kubeclient"
 )
 
 const usage = `usage: sidelane-agent <command> [flags]
@@ -29,6 +31,9 @@ commands:
 Run 'sidelane-agent <command> -h' for the flags of a command.
 `
 
+// envOr reads the environment variables the agent took before package flagenv (the CNI_*
+// names of the peers' installers, the downward API's NODE_NAME...): they still give defaults,
+// which SIDELANE_AGENT_* and then the command line override.
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
 		return v
@@ -112,7 +117,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 type usageError struct{ error }
 
+// parse binds the flags to their SIDELANE_AGENT_* variables (package flagenv) and parses args.
 func parse(fs *flag.FlagSet, args []string) error {
+	if err := flagenv.Bind(fs, "agent"); err != nil {
+		return usageError{err}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -250,7 +259,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	client, err := KubeClient(cfg.Kubeconfig)
+	client, err := kubeclient.New(cfg.Kubeconfig, "sidelane-agent")
 	if err != nil {
 		return err
 	}

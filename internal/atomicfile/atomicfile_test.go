@@ -15,10 +15,13 @@ func TestWrite(t *testing.T) {
 		old  string // "" means no file before
 		data string
 		mode os.FileMode
+		opts []Option
 	}{
-		{"new file", "", "hello\n", 0o644},
-		{"replace", "old content that is longer\n", "new\n", 0o600},
-		{"empty", "x", "", 0o755},
+		{"new file", "", "hello\n", 0o644, nil},
+		{"replace", "old content that is longer\n", "new\n", 0o600, nil},
+		{"empty", "x", "", 0o755, nil},
+		{"new file without fsync", "", "hello\n", 0o600, []Option{NoSync}},
+		{"replace without fsync", "old content that is longer\n", "new\n", 0o600, []Option{NoSync}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -29,7 +32,7 @@ func TestWrite(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := Write(path, []byte(tt.data), tt.mode); err != nil {
+			if err := Write(path, []byte(tt.data), tt.mode, tt.opts...); err != nil {
 				t.Fatal(err)
 			}
 			got, err := os.ReadFile(path)

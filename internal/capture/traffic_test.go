@@ -182,7 +182,7 @@ func startRecordingProxy(t *testing.T, p pod) {
 
 func hostPort(a string, port int) string { return net.JoinHostPort(a, fmt.Sprint(port)) }
 
-// TestTrafficClasses sends every traffic class of DESIGN.md through the rules of each backend,
+// TestTrafficClasses sends every traffic class of docs/design.md through the rules of each backend,
 // over IPv4 and IPv6, and checks what the proxy saw and where the connection ended.
 func TestTrafficClasses(t *testing.T) {
 	testenv.RequireRoot(t)

@@ -10,9 +10,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // DefaultStateDir is where the plugin keeps one small state file per attachment (netns, pod,
@@ -29,7 +29,7 @@ const (
 
 var logLevels = []string{LevelDebug, LevelInfo, LevelWarn, LevelError}
 
-// Config is the plugin's entry in the conflist (DESIGN.md "CNI plugin configuration"), with
+// Config is the plugin's entry in the conflist (docs/design.md "CNI plugin configuration"), with
 // the fields the runtime adds (cniVersion, name, prevResult, cni.dev/valid-attachments).
 type Config struct {
 	types.PluginConf
@@ -119,9 +119,9 @@ func (c *Config) validate() error {
 		}
 	}
 	for i, ns := range c.ExcludeNamespaces {
-		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		if err := selection.CheckNamespaceName(ns); err != nil {
 			return &FieldError{Field: fmt.Sprintf("exclude_namespaces[%d]", i), Value: ns,
-				Reason: "not a namespace name: " + strings.Join(errs, "; ")}
+				Reason: "not a namespace name: " + err.Error()}
 		}
 	}
 	switch c.Backend {

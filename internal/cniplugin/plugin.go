@@ -334,6 +334,14 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	log := p.logger(conf.LogLevel, "DEL", args)
 	id := ParsePodIdentity(args.Args)
 	st, ok, err := loadState(conf.StateDir, args.ContainerID, args.IfName)
+	if errors.Is(err, errStateCorrupt) && !netnsExists(args.Netns) {
+		// Cut by a power loss (state files are not fsynced): its netns is gone, nothing to remove.
+		log.Warn("dropping an unreadable state file of an attachment whose netns is gone", "error", err)
+		if err := deleteState(conf.StateDir, args.ContainerID, args.IfName); err != nil {
+			return fmt.Errorf("sidelane-cni DEL: %w", err)
+		}
+		ok, err = false, nil
+	}
 	if err != nil {
 		return fmt.Errorf("sidelane-cni DEL: %w", err)
 	}
@@ -419,9 +427,23 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return fmt.Errorf("sidelane-cni GC: %w", err)
 	}
+	validPaths := map[string]bool{}
+	for a := range valid {
+		if p, err := stateFile(conf.StateDir, a.ContainerID, a.IfName); err == nil {
+			validPaths[p] = true
+		}
+	}
 	var errs []error
 	for _, path := range paths {
 		st, ok, err := readState(path)
+		if errors.Is(err, errStateCorrupt) && !validPaths[path] {
+			// Cut by a power loss (state files are not fsynced) and not a valid attachment.
+			log.Warn("GC: dropping an unreadable state file of a stale attachment", "error", err)
+			if err := removeStatePath(path); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if err != nil || !ok {
 			errs = append(errs, err)
 			continue

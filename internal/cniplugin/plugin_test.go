@@ -578,3 +578,54 @@ func TestAddBadNetnsLeavesNoState(t *testing.T) {
 		})
 	}
 }
+
+// TestCorruptStateAfterPowerLoss: state files are written without fsync, so after a power loss
+// one may be empty or cut. DEL drops such a file when the attachment's netns is gone (and still
+// refuses it while the netns exists); GC drops it unless it belongs to a valid attachment.
+func TestCorruptStateAfterPowerLoss(t *testing.T) {
+	h := newHarness(t)
+	corrupt := func(cid string) string {
+		t.Helper()
+		path, err := stateFile(h.dir, cid, "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(h.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(`{"containerID":"c-`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	exists := func(path string) bool { _, err := os.Stat(path); return err == nil }
+
+	// DEL, netns still there: the file is kept and the error names it.
+	path := corrupt("c-web")
+	a := h.args("1.0.0", prevResult("1.0.0", false), "app", "web")
+	if err := h.p.Del(a); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("DEL of a corrupt state with a live netns: %v, want an error naming %s", err, path)
+	}
+	if !exists(path) {
+		t.Fatal("corrupt state of a live netns removed")
+	}
+	// DEL, netns gone: dropped.
+	a.Netns = filepath.Join(t.TempDir(), "gone")
+	if err := h.p.Del(a); err != nil {
+		t.Fatalf("DEL of a corrupt state with the netns gone: %v", err)
+	}
+	if exists(path) {
+		t.Error("corrupt state left after DEL")
+	}
+
+	// GC: a corrupt file of a valid attachment stays (and is reported), others go.
+	stale, valid := corrupt("c-stale"), corrupt("c-valid")
+	gc := &skel.CmdArgs{StdinData: []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"k8s","type":"sidelane-cni","state_dir":%q,
+		"cni.dev/valid-attachments":[{"containerID":"c-valid","ifname":"eth0"}]}`, h.dir))}
+	if err := h.p.GC(gc); err == nil || !strings.Contains(err.Error(), valid) {
+		t.Errorf("GC: %v, want an error naming the valid attachment's unreadable state %s", err, valid)
+	}
+	if exists(stale) || !exists(valid) {
+		t.Errorf("after GC: stale present %v (want false), valid present %v (want true)", exists(stale), exists(valid))
+	}
+}

@@ -47,7 +47,17 @@ func stateFile(dir, containerID, ifName string) (string, error) {
 	return filepath.Join(dir, hex.EncodeToString(sum[:20])+stateSuffix), nil
 }
 
-// saveState writes s atomically (package atomicfile).
+// errStateCorrupt marks a state file that cannot be parsed. State files are written without
+// fsync (see saveState), so after a power loss one may be empty or cut; it then belongs to a
+// network namespace that died with the reboot.
+var errStateCorrupt = errors.New("corrupt state file")
+
+// saveState writes s atomically (package atomicfile) without fsync: readers see the old file
+// or the new one, never a part. The fsyncs (two: file and directory) were most of an ADD's
+// time, and they buy nothing: after a power loss every network namespace is gone, so the only
+// readers of an older state file are a DEL or a GC for an attachment that no longer exists,
+// and both drop a file they cannot parse when its netns is gone (DEL) or it is not a valid
+// attachment (GC).
 func saveState(dir string, s State) error {
 	path, err := stateFile(dir, s.ContainerID, s.IfName)
 	if err != nil {
@@ -60,7 +70,7 @@ func saveState(dir string, s State) error {
 	if err != nil {
 		return fmt.Errorf("state: encode: %w", err)
 	}
-	if err := atomicfile.Write(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600, atomicfile.NoSync); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil
@@ -85,7 +95,7 @@ func readState(path string) (State, bool, error) {
 	}
 	var s State
 	if err := json.Unmarshal(data, &s); err != nil {
-		return State{}, false, fmt.Errorf("state: %s: %w", path, err)
+		return State{}, false, fmt.Errorf("state: %s: %w: %w", path, errStateCorrupt, err)
 	}
 	return s, true, nil
 }
@@ -96,6 +106,11 @@ func deleteState(dir, containerID, ifName string) error {
 	if err != nil {
 		return err
 	}
+	return removeStatePath(path)
+}
+
+// removeStatePath removes one state file; it is not an error when it is gone.
+func removeStatePath(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("state: %w", err)
 	}

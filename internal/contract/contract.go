@@ -1,6 +1,6 @@
 // Package contract holds the names and numbers that the parts of Sidelane agree on:
 // labels, annotation keys, the proxy's ports and identity, the plugin's file names and the
-// node agent's socket. They are the contracts of DESIGN.md; a change here is a change of
+// node agent's socket. They are the contracts of docs/design.md; a change here is a change of
 // contract and must be made in every part (and its tests) at once.
 //
 // Names that are left on nodes (files, sockets, table names) must never change between
@@ -20,12 +20,16 @@ const (
 	ProxyContainerName = "sidelane-proxy"
 	// SystemNamespace is where Sidelane itself runs.
 	SystemNamespace = "sidelane-system"
+	// RepairAnnotation on a pod overrides the node agent's --repair-mode for that pod
+	// ("inplace", "delete" or "off"); "off" keeps missing or drifted rules as they are (recorded
+	// and reported, not repaired), e.g. while someone inspects a pod's tampered rules.
+	RepairAnnotation = "sidelane.io/repair"
 )
 
 // DefaultExcludeNamespaces are never captured by the plugin nor injected by the webhook.
 var DefaultExcludeNamespaces = []string{"kube-system", SystemNamespace}
 
-// Redirect annotations (DESIGN.md "Redirect settings"). Package redirect parses them.
+// Redirect annotations (docs/design.md "Redirect settings"). Package redirect parses them.
 const (
 	AnnotationInboundPorts         = "redirect.sidelane.io/inbound-ports"
 	AnnotationExcludeInboundPorts  = "redirect.sidelane.io/exclude-inbound-ports"

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -118,4 +120,33 @@ func TestLoopLogsEachCall(t *testing.T) {
 	}
 	lcancel()
 	<-loopDone
+}
+
+func TestMainCommand(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, "hello")
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{args: []string{"get", srv.URL}, code: 0, stdout: "200 hello"},
+		{args: []string{"get", srv.URL + "/missing"}, code: 1, stdout: "404"},
+		{args: []string{"get"}, code: 2, stderr: "usage: demo-app"},
+		{args: []string{"get", "-h"}, code: 0},
+		{args: nil, code: 2, stderr: "usage: demo-app"},
+		{args: []string{"dance"}, code: 2, stderr: "usage: demo-app"},
+	} {
+		var out, errb bytes.Buffer
+		if code := Main(context.Background(), tc.args, &out, &errb); code != tc.code || !strings.Contains(out.String(), tc.stdout) || !strings.Contains(errb.String(), tc.stderr) {
+			t.Errorf("Main(%q) = %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, code, out.String(), errb.String(), tc.code, tc.stdout, tc.stderr)
+		}
+	}
 }

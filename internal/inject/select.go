@@ -25,7 +25,7 @@ type Decision struct {
 	Reason string
 }
 
-// Select applies DESIGN.md's pod selection to a pod of namespace ns: excluded namespaces,
+// Select applies docs/design.md's pod selection to a pod of namespace ns: excluded namespaces,
 // pods already injected and hostNetwork pods are never injected; a pod label or annotation
 // sidelane.io/inject "false" opts out (it wins over "true"), "true" opts in; otherwise the
 // namespace label sidelane.io/inject=enabled decides. nsLabels is called only in that last

@@ -20,7 +20,7 @@ const DefaultImage = "sidelane/proxy:dev"
 // LogLevels are the accepted values of Template.LogLevel.
 var LogLevels = []string{"debug", "info", "warn", "error"}
 
-// Template is what the injector adds to a pod besides the fixed parts of DESIGN.md (container
+// Template is what the injector adds to a pod besides the fixed parts of docs/design.md (container
 // name, ports, uid/gid, security context). It is read from a YAML or JSON file, for example:
 //
 //	image: registry.example/sidelane/proxy:v0.1.0
@@ -33,7 +33,7 @@ var LogLevels = []string{"debug", "info", "warn", "error"}
 //	  limits: {memory: 256Mi}
 //
 // The proxy's ports are not part of the template: they are a contract with the CNI plugin
-// (DESIGN.md "Ports of the proxy"); the capture ports and uid/gid follow the pod's redirect
+// (docs/design.md "Ports of the proxy"); the capture ports and uid/gid follow the pod's redirect
 // annotations.
 type Template struct {
 	Image           string                      `json:"image,omitempty"`

@@ -15,12 +15,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/contract"
 	"github.com/sidelane/sidelane/internal/inject"
+	"github.com/sidelane/sidelane/internal/inject/manualcmd"
 )
 
 // Exit codes.
@@ -129,16 +129,14 @@ func Main(ctx context.Context, args []string, o Options) int {
 			}
 		}
 	case "inject":
-		file := fs.String("f", "", `file to inject ("-" for stdin)`)
-		fs.StringVar(file, "filename", "", `file to inject ("-" for stdin)`)
-		tplFile := fs.String("template", "", "injection template file (the injector's; default: built-in)")
-		image := fs.String("image", "", "proxy image (overrides the template's)")
+		var m manualcmd.Flags
+		m.Register(fs)
 		var pos []string
 		if pos, err = parseInterspersed(fs, args[1:]); err == nil {
-			if len(pos) != 0 || *file == "" {
+			if len(pos) != 0 || m.File == "" {
 				err = usageError{errors.New("want -f FILE")}
 			} else {
-				code, err = injectCmd(o, *file, *tplFile, *image)
+				code, err = injectCmd(o, m)
 			}
 		}
 	default:
@@ -359,30 +357,12 @@ func checkNode(ctx context.Context, cl Cluster, node string, res *CheckResult) e
 	return nil
 }
 
-// injectCmd is the injector's manual mode (inject.InjectYAML): YAML in, injected YAML out;
-// nothing is written when a document is malformed or refused.
-func injectCmd(o Options, file, tplFile, image string) (int, error) {
-	tpl := inject.DefaultTemplate()
-	if tplFile != "" {
-		var err error
-		if tpl, err = inject.LoadTemplateFile(tplFile, tpl); err != nil {
-			return ExitError, err
-		}
-	}
-	if image != "" {
-		tpl.Image = image
-	}
-	var in io.Reader = o.Stdin
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return ExitError, fmt.Errorf("read %s: %w", file, err)
-		}
-		defer f.Close()
-		in = f
-	}
-	if err := inject.InjectYAML(in, o.Stdout, tpl); err != nil {
-		return ExitError, fmt.Errorf("inject %s: %w", file, err)
+// injectCmd is the injector's manual mode (package manualcmd, the same as `sidelane-injector
+// inject`): YAML in, injected YAML out; nothing is written when a document is malformed or
+// refused.
+func injectCmd(o Options, m manualcmd.Flags) (int, error) {
+	if err := m.Run(inject.DefaultTemplate(), o.Stdin, o.Stdout); err != nil {
+		return ExitError, fmt.Errorf("inject %s: %w", m.File, err)
 	}
 	return ExitOK, nil
 }

@@ -1,6 +1,6 @@
 // Package redirect turns a pod's redirect annotations into validated redirect settings.
 //
-// The annotations and their defaults are DESIGN.md's "Redirect settings" table; the keys live
+// The annotations and their defaults are docs/design.md's "Redirect settings" table; the keys live
 // in package contract. Absent annotations take the defaults. A malformed value is an error
 // that names the annotation and the value, so a pod is refused (by the injector) or its ADD
 // failed (by the plugin) before anything is written.

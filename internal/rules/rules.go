@@ -5,7 +5,7 @@
 // The package is pure: no syscalls, no network namespaces, no exec. Package capture applies a
 // Ruleset inside a network namespace and reads it back.
 //
-// Semantics (DESIGN.md "Traffic classes"), NAT REDIRECT in the style of istio-iptables and
+// Semantics (docs/design.md "Traffic classes"), NAT REDIRECT in the style of istio-iptables and
 // linkerd proxy-init, identical for both backends and mirrored for IPv6:
 //
 //	prerouting (hook): tcp → inbound

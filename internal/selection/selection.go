@@ -1,10 +1,12 @@
-// Package selection decides which pods Sidelane captures (DESIGN.md "Pod selection"). It is
+// Package selection decides which pods Sidelane captures (docs/design.md "Pod selection"). It is
 // the one place the rule lives: the CNI plugin applies it at ADD, the node agent when it
 // looks for pods to repair, the injector when it reads a pod's opt-in or opt-out. It takes
 // plain values, not Kubernetes objects.
 package selection
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -30,7 +32,7 @@ type Decision struct {
 	Reason  string
 }
 
-// Decide is the capture decision (DESIGN.md "Pod selection"): a pod is captured when its
+// Decide is the capture decision (docs/design.md "Pod selection"): a pod is captured when its
 // namespace is not excluded, it is not on the host network, it has not opted out (label or
 // annotation sidelane.io/inject: "false"), it carries the sidelane.io/status annotation and it
 // has a container named sidelane-proxy (regular, or a native sidecar init container).
@@ -70,4 +72,31 @@ func OptIn(labels, annotations map[string]string) string {
 
 func optValue(m map[string]string) string {
 	return strings.ToLower(strings.TrimSpace(m[contract.InjectLabel]))
+}
+
+// CheckNamespaceName says why ns is not a namespace name (an RFC 1123 DNS label: at most 63
+// lowercase letters, digits and '-', starting and ending with a letter or digit), or returns
+// nil. It is the namespace-name rule of the plugin's exclude_namespaces and of the agent's
+// reports, written out so that the CNI plugin does not link Kubernetes' validation package
+// (its initialisation is a sizeable part of the plugin's start-up).
+func CheckNamespaceName(ns string) error {
+	switch {
+	case ns == "":
+		return errors.New("empty")
+	case len(ns) > 63:
+		return fmt.Errorf("%d characters, at most 63 allowed", len(ns))
+	}
+	for i := 0; i < len(ns); i++ {
+		c := ns[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		switch {
+		case alnum:
+		case c == '-' && i != 0 && i != len(ns)-1:
+		case c == '-':
+			return errors.New("must start and end with a lowercase letter or digit")
+		default:
+			return fmt.Errorf("character %q at %d: only lowercase letters, digits and '-' allowed", c, i)
+		}
+	}
+	return nil
 }

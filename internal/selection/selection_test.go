@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/sidelane/sidelane/internal/contract"
 )
 
@@ -68,6 +70,19 @@ func TestOptIn(t *testing.T) {
 	for _, tt := range tests {
 		if got := OptIn(tt.labels, tt.annotations); got != tt.want {
 			t.Errorf("OptIn(%v, %v) = %q, want %q", tt.labels, tt.annotations, got, tt.want)
+		}
+	}
+}
+
+// TestCheckNamespaceName agrees with Kubernetes' own rule for namespace names.
+func TestCheckNamespaceName(t *testing.T) {
+	for _, ns := range []string{
+		"default", "kube-system", "a", "0", "a-b-c", "a1", strings.Repeat("a", 63),
+		"", "-a", "a-", "A", "a_b", "a.b", "a b", "ä", "a/b", strings.Repeat("a", 64), "-", "a\x00",
+	} {
+		want := len(validation.IsDNS1123Label(ns)) == 0
+		if err := CheckNamespaceName(ns); (err == nil) != want {
+			t.Errorf("CheckNamespaceName(%q) = %v, Kubernetes says valid = %v", ns, err, want)
 		}
 	}
 }

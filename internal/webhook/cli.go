@@ -7,25 +7,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/flagenv"
 	"github.com/sidelane/sidelane/internal/inject"
+	"github.com/sidelane/sidelane/internal/inject/manualcmd"
+	"github.com/sidelane/sidelane/internal/kubeclient"
 )
 
 // Main runs the sidelane-injector command line (args without the program name) and returns
 // the exit code: `[serve] [flags]` runs the webhook until SIGTERM, `inject -f FILE` is the
 // manual mode.
-func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var err error
 	name := "sidelane-injector"
 	switch {
@@ -33,9 +29,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		name += " inject"
 		err = injectCmd(args[1:], stdin, stdout, stderr)
 	case len(args) > 0 && args[0] == "serve":
-		err = serveCmd(args[1:], stderr)
+		err = serveCmd(ctx, args[1:], stderr)
 	default:
-		err = serveCmd(args, stderr)
+		err = serveCmd(ctx, args, stderr)
 	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -47,7 +43,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// templateFlags are the flags both modes share.
+// templateFlags are the template flags of serve (manual injection has its own, package
+// manualcmd).
 func templateFlags(fs *flag.FlagSet) func() (inject.Template, string) {
 	file := fs.String("template", "", "injection template file (YAML/JSON: image, imagePullPolicy, resources, nativeSidecar, logLevel); reloaded on change")
 	image := fs.String("proxy-image", inject.DefaultImage, "proxy image, unless the template file names one")
@@ -63,7 +60,7 @@ func templateFlags(fs *flag.FlagSet) func() (inject.Template, string) {
 	}
 }
 
-func serveCmd(args []string, stderr io.Writer) error {
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sidelane-injector", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", ":9443", "HTTPS address of /inject, /healthz, /readyz")
@@ -78,6 +75,9 @@ func serveCmd(args []string, stderr io.Writer) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	tpl := templateFlags(fs)
+	if err := flagenv.Bind(fs, "injector"); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,18 +87,7 @@ func serveCmd(args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
-	var restCfg *rest.Config
-	var err error
-	if *kubeconfig == "" {
-		restCfg, err = rest.InClusterConfig()
-	} else {
-		restCfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	}
-	if err != nil {
-		return fmt.Errorf("API server configuration (outside a cluster, give --kubeconfig): %w", err)
-	}
-	restCfg.UserAgent = "sidelane-injector/" + Version()
-	client, err := kubernetes.NewForConfig(restCfg)
+	client, err := kubeclient.New(*kubeconfig, "sidelane-injector/"+Version())
 	if err != nil {
 		return fmt.Errorf("API server client: %w", err)
 	}
@@ -115,53 +104,23 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	return srv.Run(ctx)
 }
 
 func injectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sidelane-injector inject", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	in := fs.String("f", "", "YAML file to inject (- for stdin)")
-	out := fs.String("o", "-", "output file (- for stdout)")
-	native := fs.String("native-sidecar", "", "true/false: override the template's nativeSidecar")
-	tpl := templateFlags(fs)
+	var m manualcmd.Flags
+	m.Register(fs)
+	if err := flagenv.Bind(fs, "injector"); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *in == "" {
-		return fmt.Errorf("-f is required (a file, or - for stdin)")
-	}
-	base, file := tpl()
-	t := base
-	if file != "" {
-		var err error
-		if t, err = inject.LoadTemplateFile(file, base); err != nil {
-			return err
-		}
-	}
-	switch *native {
-	case "":
-	case "true", "false":
-		t.NativeSidecar = *native == "true"
-	default:
-		return fmt.Errorf("--native-sidecar %q: want true or false", *native)
-	}
-	r := stdin
-	if *in != "-" {
-		f, err := os.Open(*in)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		r = f
-	}
-	if *out == "-" {
-		return inject.InjectYAML(r, stdout, t)
-	}
-	// Written atomically, so that a refusal leaves no partial output.
-	return atomicfile.WriteFrom(*out, 0o644, func(w io.Writer) error { return inject.InjectYAML(r, w, t) })
+	base := inject.DefaultTemplate()
+	base.InjectorVersion = Version()
+	return m.Run(base, stdin, stdout)
 }
 
 func splitList(s string) []string {

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -78,13 +79,28 @@ func TestMainExitCodes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			if code := Main(tt.args, strings.NewReader(tt.stdin), &out, &errb); code != tt.code {
+			if code := Main(context.Background(), tt.args, strings.NewReader(tt.stdin), &out, &errb); code != tt.code {
 				t.Errorf("exit code %d, want %d (stderr %s)", code, tt.code, errb.String())
 			}
 			if !strings.Contains(out.String(), tt.out) || !strings.Contains(errb.String(), tt.err) {
 				t.Errorf("stdout %q / stderr %q, want %q / %q", out.String(), errb.String(), tt.out, tt.err)
 			}
 		})
+	}
+}
+
+// TestInjectorFlagsFromEnvironment: every flag also reads SIDELANE_INJECTOR_<FLAG>.
+func TestInjectorFlagsFromEnvironment(t *testing.T) {
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, image: app:1}]\n"
+	t.Setenv("SIDELANE_INJECTOR_PROXY_IMAGE", "r.test/proxy:env")
+	var out, errb bytes.Buffer
+	if code := Main(context.Background(), []string{"inject", "-f", "-"}, strings.NewReader(pod), &out, &errb); code != 0 || !strings.Contains(out.String(), "image: r.test/proxy:env") {
+		t.Errorf("exit %d, stdout %q, stderr %q: want the image from SIDELANE_INJECTOR_PROXY_IMAGE", code, out.String(), errb.String())
+	}
+	t.Setenv("SIDELANE_INJECTOR_LOG_LEVEL", "loud")
+	errb.Reset()
+	if code := Main(context.Background(), []string{"serve"}, nil, io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), "--log-level") {
+		t.Errorf("serve with SIDELANE_INJECTOR_LOG_LEVEL=loud: exit %d, stderr %q", code, errb.String())
 	}
 }
 

@@ -148,12 +148,11 @@ func servedSerial(t *testing.T, addr string) string {
 }
 
 func TestCertificateReload(t *testing.T) {
-	now := time.Now()
-	a, err := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour, now)
+	a, err := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour, now)
+	b, err := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,25 +3,20 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"slices"
-	"strconv"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	certutil "k8s.io/client-go/util/cert"
 )
 
 // SelfSigned is a CA made at start and a serving certificate it signed for the injector's
@@ -41,69 +36,32 @@ func ServiceDNSNames(service, namespace string) []string {
 	}
 }
 
-// NewSelfSigned makes a CA and a serving certificate for <service>.<namespace>.svc (and the
-// shorter and longer forms), both valid from now-1h (clock skew) for validity.
-func NewSelfSigned(service, namespace string, validity time.Duration, now time.Time) (*SelfSigned, error) {
+// NewSelfSigned makes a CA and a serving certificate it signed for <service>.<namespace>.svc
+// (and the shorter and longer forms), both valid from an hour ago (clock skew) until validity from now,
+// with client-go's util/cert (the mechanism of the agent's self-signed TLS too).
+func NewSelfSigned(service, namespace string, validity time.Duration) (*SelfSigned, error) {
 	if service == "" || namespace == "" {
 		return nil, fmt.Errorf("self-signed certificate: service (%q) and namespace (%q) are required", service, namespace)
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating the CA key: %w", err)
-	}
-	notBefore, notAfter := now.Add(-time.Hour), now.Add(validity)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "sidelane-injector-ca@" + strconv.FormatInt(now.Unix(), 10)},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("signing the CA: %w", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating the serving key: %w", err)
-	}
 	names := ServiceDNSNames(service, namespace)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: names[2]},
-		DNSNames:     names,
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKeyWithOptions(certutil.SelfSignedCertKeyOptions{
+		// util/cert's certificates start an hour ago and last MaxAge from then.
+		Host: names[2], AlternateDNS: []string{names[0], names[1], names[3]}, MaxAge: validity + time.Hour,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("signing the serving certificate: %w", err)
+		return nil, fmt.Errorf("self-signed certificate: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(der)
+	// util/cert returns the serving certificate followed by its CA.
+	leafBlock, rest := pem.Decode(certPEM)
+	caBlock, _ := pem.Decode(rest)
+	if leafBlock == nil || caBlock == nil {
+		return nil, errors.New("self-signed certificate: want a certificate and its CA")
+	}
+	cert, err := tls.X509KeyPair(pem.EncodeToMemory(leafBlock), keyPEM)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("self-signed certificate: %w", err)
 	}
-	return &SelfSigned{
-		CAPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		Cert:  tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
-	}, nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic(err) // crypto/rand does not fail on Linux
-	}
-	return n
+	return &SelfSigned{CAPEM: pem.EncodeToMemory(caBlock), Cert: cert}, nil
 }
 
 // MaxBundleCAs bounds the CAs kept in a caBundle. Every injector replica started with

@@ -3,11 +3,16 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"math/big"
 	"net/http"
 	"strings"
 	"sync"
@@ -60,7 +65,7 @@ func bundleCerts(t *testing.T, b []byte) []*x509.Certificate {
 }
 
 func TestSelfSignedCertificate(t *testing.T) {
-	s, err := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour, time.Now())
+	s, err := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,19 +81,26 @@ func TestSelfSignedCertificate(t *testing.T) {
 	if _, err := s.Cert.Leaf.Verify(x509.VerifyOptions{DNSName: "other.sidelane-system.svc", Roots: pool}); err == nil {
 		t.Error("serving certificate verifies for another service")
 	}
-	if _, err := NewSelfSigned("", "ns", time.Hour, time.Now()); err == nil {
+	if _, err := NewSelfSigned("", "ns", time.Hour); err == nil {
 		t.Error("empty service accepted")
 	}
 }
 
 func TestMergeCABundle(t *testing.T) {
 	now := time.Now()
+	// mk is a CA as a replica made it at a given time (NewSelfSigned uses the clock).
 	mk := func(at time.Time, validity time.Duration) []byte {
-		s, err := NewSelfSigned("svc", "ns", validity, at)
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return s.CAPEM
+		tpl := &x509.Certificate{SerialNumber: big.NewInt(at.UnixNano()), Subject: pkix.Name{CommonName: "ca@" + at.String()},
+			NotBefore: at.Add(-time.Hour), NotAfter: at.Add(validity), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	}
 	own := mk(now, time.Hour)
 	expired := mk(now.Add(-48*time.Hour), time.Hour)
@@ -126,11 +138,11 @@ func TestMergeCABundle(t *testing.T) {
 }
 
 func TestEnsureCABundle(t *testing.T) {
-	s, err := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour, time.Now())
+	s, err := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour, time.Now().Add(-time.Minute))
+	other, _ := NewSelfSigned("sidelane-injector", "sidelane-system", time.Hour)
 	client := fake.NewClientset(webhookConfig(other.CAPEM))
 	ctx := context.Background()
 	changed, err := EnsureCABundle(ctx, client, "sidelane-injector", s.CAPEM, time.Now())

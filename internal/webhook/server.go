@@ -85,7 +85,7 @@ func New(opts Options) (*Server, error) {
 		if opts.WebhookConfig == "" {
 			return nil, errors.New("--self-signed needs --webhook-config (the MutatingWebhookConfiguration to patch)")
 		}
-		if s.self, err = NewSelfSigned(opts.Service, opts.Namespace, 365*24*time.Hour, time.Now()); err != nil {
+		if s.self, err = NewSelfSigned(opts.Service, opts.Namespace, 365*24*time.Hour); err != nil {
 			return nil, err
 		}
 	case opts.CertFile == "" || opts.KeyFile == "":

@@ -78,8 +78,8 @@ func TestInjectedPodRunsUnderRestricted(t *testing.T) {
 		t.Errorf("pod has no redirect.sidelane.io/* annotations: %v", p.Annotations)
 	}
 	netns := podNetns(t, p.Status.PodIP)
-	if !captured(netns) {
-		t.Fatalf("pod %s is Ready but its network namespace %s has no Sidelane rules:\n%s", p.Name, netns, netnsRules(netns))
+	if err := captured(netns, p); err != nil {
+		t.Fatalf("pod %s is Ready but its network namespace %s does not hold its Sidelane rules: %v\n%s", p.Name, netns, err, netnsRules(netns))
 	}
 	poll(t, 30*time.Second, "the agent records the pod as captured", func() (bool, error) {
 		l, err := agentPods(t)
@@ -185,8 +185,8 @@ func TestOptedOutPodIsNotCaptured(t *testing.T) {
 		t.Errorf("opted-out pod has the %s annotation", contract.StatusAnnotation)
 	}
 	netns := podNetns(t, p.Status.PodIP)
-	if captured(netns) {
-		t.Errorf("opted-out pod's network namespace has Sidelane rules:\n%s", netnsRules(netns))
+	if none, err := uncaptured(netns); err != nil || !none {
+		t.Errorf("opted-out pod's network namespace has Sidelane rules (%v):\n%s", err, netnsRules(netns))
 	}
 	if l, err := agentPods(t); err == nil {
 		if r, ok := findRecord(l, ns, p.Name); ok && r.State == agentapi.StateCaptured {
@@ -200,7 +200,9 @@ var handleRE = regexp.MustCompile(`# handle (\d+)`)
 func TestCheckDetectsTamperedRules(t *testing.T) {
 	e := setup(t)
 	ns := e.namespace(t, "e2e-check", true, true)
-	p := e.createPod(t, serverPod(ns, "server", podOpts{}))
+	// Repair is off for this pod (sidelane.io/repair): the agent records drift and leaves the
+	// tampered rules as they are, so what check reads does not race the agent's repair.
+	p := e.createPod(t, serverPod(ns, "server", podOpts{annotations: map[string]string{contract.RepairAnnotation: "off"}}))
 	p = e.waitReady(t, ns, p.Name)
 
 	poll(t, 60*time.Second, "kubectl sidelane check exits 0 on a healthy cluster", func() (bool, error) {
@@ -319,8 +321,9 @@ func TestNoPodGetOnCacheHit(t *testing.T) {
 	}
 	for _, name := range names {
 		p := e.waitReady(t, ns, name)
-		if netns := podNetns(t, p.Status.PodIP); !captured(netns) {
-			t.Errorf("pod %s not captured:\n%s", name, netnsRules(netns))
+		netns := podNetns(t, p.Status.PodIP)
+		if err := captured(netns, p); err != nil {
+			t.Errorf("pod %s not captured: %v\n%s", name, err, netnsRules(netns))
 		}
 	}
 	misses := agentMetricSum(t, "sidelane_agent_pod_cache_misses_total") - missesBefore
@@ -391,8 +394,9 @@ func TestAgentDownPodsWaitThenStartCaptured(t *testing.T) {
 	start()
 	e.waitAgentReady(t)
 	p = e.waitReady(t, ns, p.Name)
-	if netns := podNetns(t, p.Status.PodIP); !captured(netns) {
-		t.Fatalf("pod started after the outage without Sidelane rules:\n%s", netnsRules(netns))
+	netns := podNetns(t, p.Status.PodIP)
+	if err := captured(netns, p); err != nil {
+		t.Fatalf("pod started after the outage without its Sidelane rules: %v\n%s", err, netnsRules(netns))
 	}
 }
 
@@ -429,8 +433,9 @@ func TestRolloutRestartPodsEndCaptured(t *testing.T) {
 	t.Logf("%d pods created during the rollout", len(names))
 	for _, name := range names {
 		p := e.waitReady(t, ns, name)
-		if netns := podNetns(t, p.Status.PodIP); !captured(netns) {
-			t.Errorf("pod %s created during the rollout is not captured:\n%s", name, netnsRules(netns))
+		netns := podNetns(t, p.Status.PodIP)
+		if err := captured(netns, p); err != nil {
+			t.Errorf("pod %s created during the rollout is not captured: %v\n%s", name, err, netnsRules(netns))
 		}
 	}
 	noCredentials(t, e.cniConfDir)
@@ -496,8 +501,8 @@ func TestUninstallAndRepair(t *testing.T) {
 	e.waitReady(t, plainNS, "plain")
 	early = e.waitReady(t, ns, early.Name)
 	netns := podNetns(t, early.Status.PodIP)
-	if captured(netns) {
-		t.Fatalf("pod created without Sidelane installed has rules already:\n%s", netnsRules(netns))
+	if none, err := uncaptured(netns); err != nil || !none {
+		t.Fatalf("pod created without Sidelane installed has rules already (%v):\n%s", err, netnsRules(netns))
 	}
 
 	// Install the agent again: the early pod is repaired in place.
@@ -518,7 +523,10 @@ func TestUninstallAndRepair(t *testing.T) {
 		}
 		return false, fmt.Errorf("%d agent pods, none running", len(l.Items))
 	})
-	poll(t, 60*time.Second, "the early pod is captured", func() (bool, error) { return captured(netns), nil })
+	poll(t, 60*time.Second, "the early pod is captured", func() (bool, error) {
+		err := captured(netns, early)
+		return err == nil, err
+	})
 	// StartedAt has one-second resolution (rounded down), so this may overstate by up to 1 s.
 	took := time.Since(started)
 	t.Logf("early pod repaired %v after the agent container started", took.Round(100*time.Millisecond))

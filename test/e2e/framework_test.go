@@ -28,7 +28,10 @@ import (
 
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/agentapi/unixhttp"
+	"github.com/sidelane/sidelane/internal/capture"
 	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/rules"
 	"github.com/sidelane/sidelane/internal/testenv"
 )
 
@@ -395,10 +398,68 @@ func netnsRules(netns string) string {
 	return nft + "\n" + ipt
 }
 
-// captured says whether a pod's network namespace holds Sidelane's rules (either backend).
-func captured(netns string) bool {
-	r := netnsRules(netns)
-	return strings.Contains(r, "table ip "+contract.NFTablesTableName) || strings.Contains(r, contract.IPTablesChainPrefix)
+// captured checks that a pod's network namespace holds exactly the rules the plugin installs
+// for the pod (its redirect annotations, the families of its IPs): the backend's whole live
+// listing, read back from the kernel, equals the expected one (rules.Diff is empty). The
+// backend is the one whose rules are there (nftables when neither has any).
+func captured(netns string, p *corev1.Pod) error {
+	settings, err := redirect.FromAnnotations(p.Annotations)
+	if err != nil {
+		return fmt.Errorf("pod %s: %w", p.Name, err)
+	}
+	var ips []string
+	for _, ip := range p.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	if len(ips) == 0 {
+		ips = []string{p.Status.PodIP}
+	}
+	rs := rules.Build(settings, rules.FamiliesFor(ips)...)
+	live, err := ourRules(netns)
+	if err != nil {
+		return err
+	}
+	name := contract.BackendNFTables
+	if len(live[name]) == 0 && len(live[contract.BackendIPTables]) > 0 {
+		name = contract.BackendIPTables
+	}
+	b, err := capture.New(name)
+	if err != nil {
+		return err
+	}
+	if d := rules.Diff(b.Expected(rs), live[name]); len(d) > 0 {
+		return fmt.Errorf("pod %s: live %s rules in %s differ from the expected ones:\n%s", p.Name, name, netns, strings.Join(d, "\n"))
+	}
+	return nil
+}
+
+// ourRules reads Sidelane's rules in netns with each backend (canonical listings, empty when
+// there are none).
+func ourRules(netns string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, name := range []string{contract.BackendNFTables, contract.BackendIPTables} {
+		b, err := capture.New(name)
+		if err != nil {
+			return nil, err
+		}
+		if err := capture.InNetns(netns, func() error {
+			var err error
+			out[name], err = b.Live()
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("read %s rules: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+// uncaptured says whether netns holds none of Sidelane's rules (either backend).
+func uncaptured(netns string) (bool, error) {
+	live, err := ourRules(netns)
+	if err != nil {
+		return false, err
+	}
+	return len(live[contract.BackendNFTables]) == 0 && len(live[contract.BackendIPTables]) == 0, nil
 }
 
 // agentPods asks the node agent for its records, over its unix socket on the host.

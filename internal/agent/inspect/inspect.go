@@ -29,10 +29,20 @@ type Engine interface {
 }
 
 // Capture is the Engine of a real node: package capture, entered into the pod's netns.
-// Backends are created once per name, in the agent's (host) network namespace.
+// Backends are created once per name, in the agent's (host) network namespace. Tests set
+// Fake to run it on a capture.Fake instead of the kernel.
 type Capture struct {
+	Fake *capture.Fake
+
 	mu       sync.Mutex
 	backends map[string]capture.Backend
+}
+
+func (c *Capture) inNetns(netns string, fn func() error) error {
+	if c.Fake != nil {
+		return c.Fake.InNetns(netns, fn)
+	}
+	return capture.InNetns(netns, fn)
 }
 
 var _ Engine = (*Capture)(nil)
@@ -43,7 +53,11 @@ func (c *Capture) backend(name string) (capture.Backend, error) {
 	if b, ok := c.backends[name]; ok {
 		return b, nil
 	}
-	b, err := capture.New(name)
+	newBackend := capture.New
+	if c.Fake != nil {
+		newBackend = c.Fake.New
+	}
+	b, err := newBackend(name)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +93,7 @@ func (c *Capture) Live(backend, netns string) ([]string, error) {
 		return nil, err
 	}
 	var live []string
-	err = capture.InNetns(netns, func() error {
+	err = c.inNetns(netns, func() error {
 		var err error
 		live, err = b.Live()
 		return err
@@ -93,7 +107,7 @@ func (c *Capture) Apply(backend, netns string, rs rules.Ruleset) error {
 	if err != nil {
 		return err
 	}
-	return capture.InNetns(netns, func() error { return b.Apply(rs) })
+	return c.inNetns(netns, func() error { return b.Apply(rs) })
 }
 
 // Ruleset is the ruleset of settings s for a pod with the given IPs (the sandbox addresses the

@@ -36,11 +36,11 @@ import (
 )
 
 // PodInfo returns the plain facts about pod that the agent decides on. A pod is injected when
-// DESIGN.md "Pod selection" says the plugin captures it: not in an excluded namespace, not
+// docs/design.md "Pod selection" says the plugin captures it: not in an excluded namespace, not
 // opted out, not on the host network, with the sidelane.io/status annotation and a
 // sidelane-proxy container (regular, or a native sidecar).
 func PodInfo(pod *corev1.Pod, excluded []string) record.PodInfo {
-	p := record.PodInfo{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
+	p := record.PodInfo{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID), Repair: pod.Annotations[contract.RepairAnnotation]}
 	for _, ip := range pod.Status.PodIPs {
 		p.PodIPs = append(p.PodIPs, ip.IP)
 	}

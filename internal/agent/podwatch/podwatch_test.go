@@ -87,6 +87,16 @@ func TestPodInfo(t *testing.T) {
 	}
 }
 
+func TestPodInfoRepairAnnotation(t *testing.T) {
+	if p := PodInfo(mkPod("app", "a", true, nil), nil); p.Repair != "" {
+		t.Errorf("no annotation: repair %q", p.Repair)
+	}
+	p := PodInfo(mkPod("app", "a", true, func(p *corev1.Pod) { p.Annotations[contract.RepairAnnotation] = "off" }), nil)
+	if p.Repair != "off" {
+		t.Errorf("annotation off: repair %q", p.Repair)
+	}
+}
+
 func TestWatcherAlignsRecord(t *testing.T) {
 	st, err := record.Open(t.TempDir(), 0)
 	if err != nil {
@@ -188,36 +198,49 @@ func TestReportBeforeInformer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := fake.NewClientset()
+	// The worker is one goroutine taking keys in order: once it has checked the marker pod
+	// queued after a key, it has handled that key.
+	cs := fake.NewClientset(mkPod("app", "marker", false, nil))
+	checked := make(chan string, 16)
 	w := NewWatcher()
 	w.Client, w.Node, w.Store, w.Grace = cs, "n1", st, 2*time.Second
-	w.Check = func(context.Context, record.PodInfo) (time.Duration, error) { return 0, nil }
+	w.Check = func(_ context.Context, p record.PodInfo) (time.Duration, error) {
+		checked <- p.Name
+		return 0, nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(30 * time.Second)
-	for !w.Synced() {
-		if time.Now().After(deadline) {
-			t.Fatal("not synced")
+	deadline := time.After(30 * time.Second)
+	waitMarker := func(what string) {
+		t.Helper()
+		select {
+		case <-checked:
+		case <-deadline:
+			t.Fatalf("the worker did not check the marker pod %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
+	waitMarker("after the informer's sync")
 	if err := st.ApplyReport(agentapi.Report{Event: "ADD", Namespace: "app", Name: "early-report", State: "captured"}); err != nil {
 		t.Fatal(err)
 	}
 	w.Enqueue("app", "early-report")
-	time.Sleep(100 * time.Millisecond) // well inside the grace: the record must still be there
+	w.Enqueue("app", "marker")
+	waitMarker("queued after the early report")
 	if _, ok := st.Get("app", "early-report"); !ok {
 		t.Fatal("fresh record of a pod the informer has not seen yet was dropped")
 	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		if _, ok := st.Get("app", "early-report"); !ok {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatal("record of a pod that never appeared was kept past the grace")
+		case <-tick.C:
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -2,6 +2,9 @@
 // reported for each of them (netns, backend, settings, applied rules, state) and what the agent
 // learnt since (missing, drifted, repaired). The record is kept in memory and persisted
 // atomically to one JSON file, so that it survives an agent restart; it is bounded in size.
+// While the agent runs the file is written behind the changes (WriteBehind): a change is
+// answered as soon as it is in memory, and the changes of a short window go to disk in one
+// write.
 //
 // The package takes plain values: the informer side turns Kubernetes pods into PodInfo.
 package record
@@ -16,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -23,6 +27,7 @@ import (
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/atomicfile"
 	"github.com/sidelane/sidelane/internal/redirect"
+	"github.com/sidelane/sidelane/internal/selection"
 )
 
 // FileName is the name of the record file in the state directory. It must never change: a new
@@ -63,7 +68,7 @@ func Key(namespace, name string) string { return namespace + "/" + name }
 type PodInfo struct {
 	Namespace, Name, UID string
 	PodIPs               []string
-	// Injected is true for a pod that must be captured (DESIGN.md "Pod selection").
+	// Injected is true for a pod that must be captured (docs/design.md "Pod selection").
 	Injected bool
 	// Running is true once the pod has a sandbox with an IP (phase Running or Pending with IPs).
 	Running bool
@@ -71,6 +76,9 @@ type PodInfo struct {
 	// are invalid (then Settings is nil).
 	Settings    *redirect.Settings
 	SettingsErr string
+	// Repair is the pod's sidelane.io/repair annotation ("" when absent): the repair mode for
+	// this pod instead of the agent's.
+	Repair string
 }
 
 // Store is the record. Its methods are safe for concurrent use.
@@ -81,6 +89,13 @@ type Store struct {
 
 	mu   sync.Mutex
 	pods map[string]*Record
+	// writeBehind is set between WriteBehind and its stop: a change marks the record dirty
+	// and kicks the writer instead of writing the file.
+	writeBehind bool
+	dirty       bool
+	kick        chan struct{}
+	// writes counts the files written (tests).
+	writes atomic.Int64
 }
 
 // fileFormat is the on-disk form.
@@ -365,12 +380,120 @@ func (s *Store) boundLocked() {
 	}
 }
 
-// saveLocked writes the record atomically: a temporary file in the same directory, synced,
-// then renamed over the old one.
+// DefaultWriteDelay bounds how long a change of the record may wait to be on disk while the
+// record is written behind (WriteBehind); the changes within it go in one write.
+const DefaultWriteDelay = 200 * time.Millisecond
+
+// WriteBehind makes the record's changes return once they are in memory; one goroutine writes
+// the file at most delay after a change, with every change made since in one write. A failed
+// write goes to onErr (may be nil) and is retried after the next delay. stop ends it: it writes
+// what is not on disk yet, waits for that and returns its error; changes after stop are written
+// as they are made again. One WriteBehind at a time.
+//
+// What the agent loses in a crash is therefore at most the last delay of changes, which its pod
+// informer and the repairer's netns inspection rebuild (a pod without a record is observed as
+// missing and then verified or repaired in its netns).
+func (s *Store) WriteBehind(delay time.Duration, onErr func(error)) (stop func() error) {
+	if s.path == "" {
+		return func() error { return nil }
+	}
+	s.mu.Lock()
+	s.writeBehind, s.kick = true, make(chan struct{}, 1)
+	kick := s.kick
+	s.mu.Unlock()
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			case <-kick:
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if err := s.flush(); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}
+	}()
+	return func() error {
+		close(done)
+		<-exited
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.writeBehind = false
+		if !s.dirty {
+			return nil
+		}
+		return s.writeLocked()
+	}
+}
+
+// flush writes the record when it has changes not on disk yet; the file is written outside
+// the lock (only the write-behind goroutine writes while it runs). A failed write leaves the
+// record dirty and kicks another try.
+func (s *Store) flush() error {
+	s.mu.Lock()
+	if !s.dirty {
+		s.mu.Unlock()
+		return nil
+	}
+	data, err := s.encodeLocked()
+	s.dirty = false
+	s.mu.Unlock()
+	if err == nil {
+		err = s.write(data)
+	}
+	if err != nil {
+		s.mu.Lock()
+		s.dirty = true
+		s.kickLocked()
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *Store) kickLocked() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// saveLocked persists a change: at once (atomically: a temporary file in the same directory,
+// synced, then renamed over the old one), or, while the record is written behind, by marking
+// it dirty for the writer.
 func (s *Store) saveLocked() error {
 	if s.path == "" {
 		return nil
 	}
+	if s.writeBehind {
+		s.dirty = true
+		s.kickLocked()
+		return nil
+	}
+	return s.writeLocked()
+}
+
+func (s *Store) writeLocked() error {
+	data, err := s.encodeLocked()
+	if err != nil {
+		return err
+	}
+	if err := s.write(data); err != nil {
+		return err
+	}
+	s.dirty = false
+	return nil
+}
+
+func (s *Store) encodeLocked() ([]byte, error) {
 	f := fileFormat{Version: 1, Pods: make([]*Record, 0, len(s.pods))}
 	for _, r := range s.pods {
 		f.Pods = append(f.Pods, r)
@@ -380,11 +503,16 @@ func (s *Store) saveLocked() error {
 	})
 	data, err := json.Marshal(f)
 	if err != nil {
-		return fmt.Errorf("encode record: %w", err)
+		return nil, fmt.Errorf("encode record: %w", err)
 	}
+	return data, nil
+}
+
+func (s *Store) write(data []byte) error {
 	if err := atomicfile.Write(s.path, data, 0o600); err != nil {
 		return fmt.Errorf("write record: %w", err)
 	}
+	s.writes.Add(1)
 	return nil
 }
 
@@ -402,8 +530,8 @@ func clone(r *Record) Record {
 // validateReport refuses names that are not Kubernetes names (the record key joins them with
 // "/", which neither may contain) and values beyond the record's bounds.
 func validateReport(rep agentapi.Report) error {
-	if errs := validation.IsDNS1123Label(rep.Namespace); len(errs) > 0 {
-		return fmt.Errorf("report: namespace %q is not a namespace name: %s", cut(rep.Namespace), strings.Join(errs, "; "))
+	if err := selection.CheckNamespaceName(rep.Namespace); err != nil {
+		return fmt.Errorf("report: namespace %q is not a namespace name: %w", cut(rep.Namespace), err)
 	}
 	if errs := validation.IsDNS1123Subdomain(rep.Name); len(errs) > 0 {
 		return fmt.Errorf("report: name %q is not a pod name: %s", cut(rep.Name), strings.Join(errs, "; "))

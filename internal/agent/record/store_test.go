@@ -271,3 +271,90 @@ func TestReportStringsBounded(t *testing.T) {
 		t.Errorf("record file after 20 large reports: %v bytes (%v), want at most 64 KiB", fi.Size(), err)
 	}
 }
+
+// TestWriteBehind: while the record is written behind, a change returns without writing the
+// file; stop writes every change in one write; afterwards changes are written at once again.
+func TestWriteBehind(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := s.WriteBehind(time.Hour, func(err error) { t.Errorf("write: %v", err) })
+	for i := range 20 {
+		if err := s.ApplyReport(add("ns", fmt.Sprintf("p%d", i), "u", "c")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.writes.Load(); n != 0 {
+		t.Fatalf("%d writes while written behind with an hour's delay, want 0", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.writes.Load(); n != 1 {
+		t.Fatalf("%d writes after stop, want 1", n)
+	}
+	s2, err := Open(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(s2.List()); got != 20 {
+		t.Fatalf("%d records on disk after stop, want 20", got)
+	}
+	if err := s.Delete("ns", "p0"); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.writes.Load(); n != 2 {
+		t.Errorf("%d writes after a change past stop, want 2 (written at once)", n)
+	}
+}
+
+// TestWriteBehindWritesWithinTheDelay: a change is on disk without stop, and a failed write is
+// reported and retried.
+func TestWriteBehindWritesWithinTheDelay(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory where the file goes makes the rename fail until it is removed.
+	blocker := filepath.Join(dir, FileName)
+	if err := os.Mkdir(blocker, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 100)
+	stop := s.WriteBehind(5*time.Millisecond, func(err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	})
+	defer stop()
+	if err := s.ApplyReport(add("ns", "a", "u1", "c1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !strings.Contains(err.Error(), FileName) {
+			t.Errorf("write error %v does not name %s", err, FileName)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no write error reported")
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	deadline, tick := time.After(10*time.Second), time.NewTicker(2*time.Millisecond)
+	defer tick.Stop()
+	for {
+		if data, err := os.ReadFile(blocker); err == nil && strings.Contains(string(data), `"a"`) {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatal("the change was not written after the failed write went away")
+		case <-tick.C:
+		}
+	}
+}

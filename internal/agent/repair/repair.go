@@ -21,6 +21,8 @@ import (
 	"github.com/sidelane/sidelane/internal/agent/metrics"
 	"github.com/sidelane/sidelane/internal/agent/record"
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/redirect"
 	"github.com/sidelane/sidelane/internal/rules"
 )
 
@@ -113,7 +115,24 @@ func (r *Repairer) event(p record.PodInfo, warning bool, reason, msg string) {
 	}
 }
 
-// Check inspects one pod of the node and repairs it according to the mode.
+// modeFor is the repair mode of pod p: its sidelane.io/repair annotation when that names a
+// mode, else the agent's.
+func (r *Repairer) modeFor(p record.PodInfo) Mode {
+	if p.Repair == "" {
+		return r.Mode
+	}
+	m, err := ParseMode(p.Repair)
+	if err != nil {
+		r.log().Warn("ignoring the pod's repair annotation", "pod", p.Namespace+"/"+p.Name, "annotation", contract.RepairAnnotation, "error", err, "mode", r.Mode)
+		return r.Mode
+	}
+	return m
+}
+
+// Check inspects one pod of the node and repairs it according to the mode (the agent's, or the
+// pod's sidelane.io/repair annotation): it reads what is (inspect), decides what to do (decide,
+// a pure function of what was read), does it (apply in place or delete the pod), and then
+// changes the pod's record once.
 func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) {
 	if !p.Injected || !p.Running {
 		return Result{Action: ActionNone}, nil
@@ -125,157 +144,255 @@ func (r *Repairer) Check(ctx context.Context, p record.PodInfo) (Result, error) 
 	if !ok || rec.State == agentapi.StateFailed || rec.State == agentapi.StateSkipped {
 		return Result{Action: ActionNone}, nil
 	}
-	settings := rec.Settings
-	if settings == nil {
-		settings = p.Settings
-	}
-	if settings == nil {
-		reason := "no valid redirect settings: " + p.SettingsErr
-		if rec.Reason != reason {
-			err := r.Store.Update(p.Namespace, p.Name, func(x *record.Record) { x.State, x.Reason = agentapi.StateFailed, reason })
-			r.event(p, true, "RedirectSettingsInvalid", reason)
-			return Result{Action: ActionNone}, err
-		}
-		return Result{Action: ActionNone}, nil
-	}
-	ips := p.PodIPs
-	if len(ips) == 0 {
-		ips = rec.PodIPs
-	}
-	backend := inspect.BackendOf(rec, r.DefaultBackend)
-	rs := inspect.Ruleset(*settings, ips)
-	expected, err := r.Engine.Expected(backend, rs)
+	f, err := r.inspect(p, rec)
 	if err != nil {
-		return Result{Action: ActionFailed}, fmt.Errorf("pod %s/%s: expected rules: %w", p.Namespace, p.Name, err)
+		return Result{Action: ActionFailed}, err
 	}
+	pl := decide(f, rec, r.modeFor(p), r.DeleteAfter, r.now())
+	return r.carryOut(ctx, p, rec, f, pl)
+}
 
-	// Find the namespace and read the live rules: the recorded netns first, then /proc.
-	res := Result{}
-	var live []string
-	var liveErr error
+// finding is what inspect read about one pod.
+type finding struct {
+	// invalid is why the pod's redirect settings are refused ("" when they are fine).
+	invalid  string
+	settings *redirect.Settings
+	ips      []string
+	backend  string
+	rs       rules.Ruleset
+	expected []string
+	// netns and from say where the live rules were read; diff is expected vs live.
+	netns, from string
+	live, diff  []string
+	liveErr     error
+	detected    time.Time
+}
+
+// inspect computes the expected rules and reads the live ones: in the recorded netns first,
+// then in the one /proc finds by the pod's IPs.
+func (r *Repairer) inspect(p record.PodInfo, rec record.Record) (finding, error) {
+	f := finding{settings: rec.Settings, ips: p.PodIPs}
+	if f.settings == nil {
+		f.settings = p.Settings
+	}
+	if f.settings == nil {
+		f.invalid = "no valid redirect settings: " + p.SettingsErr
+		return f, nil
+	}
+	if len(f.ips) == 0 {
+		f.ips = rec.PodIPs
+	}
+	f.backend = inspect.BackendOf(rec, r.DefaultBackend)
+	f.rs = inspect.Ruleset(*f.settings, f.ips)
+	var err error
+	if f.expected, err = r.Engine.Expected(f.backend, f.rs); err != nil {
+		return f, fmt.Errorf("pod %s/%s: expected rules: %w", p.Namespace, p.Name, err)
+	}
 	if rec.Netns != "" {
 		if _, err := os.Stat(rec.Netns); err == nil {
-			res.Netns, res.NetnsFrom = rec.Netns, "record"
-			live, liveErr = r.Engine.Live(backend, rec.Netns)
+			f.netns, f.from = rec.Netns, "record"
+			f.live, f.liveErr = r.Engine.Live(f.backend, rec.Netns)
 		}
 	}
-	if res.Netns == "" || liveErr != nil {
-		res.Netns, res.NetnsFrom = "", ""
-		if r.FindNetns != nil && len(ips) > 0 {
-			if path, err := r.FindNetns(ips); err == nil {
-				res.Netns, res.NetnsFrom = path, "proc"
-				live, liveErr = r.Engine.Live(backend, path)
+	if f.netns == "" || f.liveErr != nil {
+		f.netns, f.from = "", ""
+		if r.FindNetns != nil && len(f.ips) > 0 {
+			if path, err := r.FindNetns(f.ips); err == nil {
+				f.netns, f.from = path, "proc"
+				f.live, f.liveErr = r.Engine.Live(f.backend, path)
 			} else {
-				liveErr = err
+				f.liveErr = err
 			}
-		} else if liveErr == nil {
-			liveErr = errors.New("network namespace unknown and the pod has no IP to look for")
+		} else if f.liveErr == nil {
+			f.liveErr = errors.New("network namespace unknown and the pod has no IP to look for")
 		}
 	}
-	detected := r.now()
-	if res.Netns != "" && liveErr == nil {
-		res.Diff = rules.Diff(expected, live)
-		if len(res.Diff) == 0 {
-			res.Action, res.State = ActionInSync, agentapi.StateCaptured
-			if rec.State != agentapi.StateCaptured || rec.Netns != res.Netns {
-				err := r.Store.Update(p.Namespace, p.Name, func(x *record.Record) {
-					x.State, x.Netns, x.Reason, x.ProblemSince = agentapi.StateCaptured, res.Netns, "rules verified in place by the agent", time.Time{}
-					x.Settings, x.Rules = settings, expected
-					if x.Backend == "" {
-						x.Backend, _ = r.Engine.BackendName(backend)
-					}
-				})
-				return res, err
-			}
-			return res, nil
+	f.detected = r.now()
+	if f.netns != "" && f.liveErr == nil {
+		f.diff = rules.Diff(f.expected, f.live)
+	}
+	return f, nil
+}
+
+// step is what Check does about a pod.
+type step int
+
+const (
+	stepNothing      step = iota
+	stepRecordFailed      // the redirect settings are invalid: record failed (once)
+	stepRecordInSync      // the rules are in place: record captured where the record says otherwise
+	stepRecordOnly        // repair is off: record missing/drifted (event once per state)
+	stepApply             // apply in place; if that fails, then onFailure
+	stepWait              // the problem is younger than DeleteAfter: record and ask again later
+	stepDelete            // delete the pod for its controller to recreate it
+)
+
+// plan is decide's answer.
+type plan struct {
+	step step
+	// state is what was found: captured, missing or drifted.
+	state string
+	// since is when the problem was first seen.
+	since time.Time
+	// onFailure is what follows a failed in-place apply (stepWait or stepDelete), with wait
+	// the time left before a deletion.
+	onFailure step
+	wait      time.Duration
+}
+
+// decide says what to do about a pod from what inspect found, the pod's record and mode. It
+// has no effects.
+func decide(f finding, rec record.Record, mode Mode, deleteAfter time.Duration, now time.Time) plan {
+	if f.invalid != "" {
+		if rec.Reason == f.invalid {
+			return plan{step: stepNothing}
 		}
+		return plan{step: stepRecordFailed}
+	}
+	if f.netns != "" && f.liveErr == nil && len(f.diff) == 0 {
+		if rec.State == agentapi.StateCaptured && rec.Netns == f.netns {
+			return plan{step: stepNothing, state: agentapi.StateCaptured}
+		}
+		return plan{step: stepRecordInSync, state: agentapi.StateCaptured}
+	}
+	pl := plan{state: agentapi.StateDrifted, since: rec.ProblemSince}
+	if len(f.live) == 0 {
+		pl.state = agentapi.StateMissing
+	}
+	if pl.since.IsZero() {
+		pl.since = f.detected
+	}
+	// Deleting is immediate in delete mode with a known netns; otherwise only once the problem
+	// has lasted deleteAfter (a sandbox being recreated has no findable netns for a moment).
+	pl.onFailure = stepDelete
+	if mode == ModeInPlace || f.netns == "" {
+		if wait := deleteAfter - now.Sub(pl.since); wait > 0 {
+			pl.onFailure, pl.wait = stepWait, wait
+		}
+	}
+	switch {
+	case mode == ModeOff:
+		pl.step = stepRecordOnly
+	case mode == ModeInPlace && f.netns != "":
+		pl.step = stepApply
+	default:
+		pl.step = pl.onFailure
+	}
+	return pl
+}
+
+// carryOut does what pl says and then changes the pod's record once.
+func (r *Repairer) carryOut(ctx context.Context, p record.PodInfo, rec record.Record, f finding, pl plan) (Result, error) {
+	pod := p.Namespace + "/" + p.Name
+	res := Result{Netns: f.netns, NetnsFrom: f.from, Diff: f.diff, State: pl.state}
+	switch pl.step {
+	case stepNothing:
+		if pl.state == agentapi.StateCaptured {
+			res.Action = ActionInSync
+		} else {
+			res.Action = ActionNone
+		}
+		return res, nil
+	case stepRecordFailed:
+		r.event(p, true, "RedirectSettingsInvalid", f.invalid)
+		return Result{Action: ActionNone}, r.Store.Update(p.Namespace, p.Name, func(x *record.Record) { x.State, x.Reason = agentapi.StateFailed, f.invalid })
+	case stepRecordInSync:
+		res.Action = ActionInSync
+		return res, r.Store.Update(p.Namespace, p.Name, func(x *record.Record) {
+			x.State, x.Netns, x.Reason, x.ProblemSince = agentapi.StateCaptured, f.netns, "rules verified in place by the agent", time.Time{}
+			x.Settings, x.Rules = f.settings, f.expected
+			if x.Backend == "" {
+				x.Backend, _ = r.Engine.BackendName(f.backend)
+			}
+		})
 	}
 
 	// Missing or drifted.
-	res.State = agentapi.StateDrifted
-	if len(live) == 0 {
-		res.State = agentapi.StateMissing
-	}
-	reason := describe(res, liveErr)
+	reason := describe(res, f.liveErr)
 	if r.Metrics != nil {
-		r.Metrics.Drift.WithLabelValues(res.State).Inc()
+		r.Metrics.Drift.WithLabelValues(pl.state).Inc()
 	}
-	r.log().Warn("pod rules not in place", "pod", p.Namespace+"/"+p.Name, "state", res.State, "netns", res.Netns, "from", res.NetnsFrom, "diff", len(res.Diff), "error", liveErr)
-	since := rec.ProblemSince
-	if since.IsZero() {
-		since = detected
-	}
-	if err := r.Store.Update(p.Namespace, p.Name, func(x *record.Record) {
-		x.State, x.Reason, x.ProblemSince = res.State, reason, since
-		if res.Netns != "" {
-			x.Netns = res.Netns
-		}
-		if x.Settings == nil {
-			x.Settings = settings
-		}
-	}); err != nil {
-		return res, err
-	}
-
-	switch {
-	case r.Mode == ModeOff:
-		res.Action = ActionOff
-		r.Metrics.ObserveRepair(ActionOff, 0)
-		if rec.State != res.State {
-			r.event(p, true, "RulesNotInPlace", reason+" (repair is off)")
-		}
-		return res, nil
-	case r.Mode == ModeInPlace && res.Netns != "":
-		err := r.Engine.Apply(backend, res.Netns, rs)
-		if err == nil {
-			var after []string
-			after, err = r.Engine.Live(backend, res.Netns)
-			if err == nil && len(rules.Diff(expected, after)) > 0 {
-				err = fmt.Errorf("rules still differ after applying them: %s", strings.Join(rules.Diff(expected, after), "; "))
+	r.log().Warn("pod rules not in place", "pod", pod, "state", pl.state, "netns", f.netns, "from", f.from, "diff", len(f.diff), "error", f.liveErr)
+	problem := func(reason string) func(x *record.Record) {
+		return func(x *record.Record) {
+			x.State, x.Reason, x.ProblemSince = pl.state, reason, pl.since
+			if f.netns != "" {
+				x.Netns = f.netns
+			}
+			if x.Settings == nil {
+				x.Settings = f.settings
 			}
 		}
+	}
+	next := pl.step
+	if next == stepApply {
+		err := r.applyInPlace(f)
 		if err == nil {
-			res.Action, res.Duration = ActionInPlace, r.now().Sub(detected)
+			res.Action, res.Duration = ActionInPlace, r.now().Sub(f.detected)
 			r.Metrics.ObserveRepair(ActionInPlace, res.Duration)
-			name, _ := r.Engine.BackendName(backend)
-			msg := fmt.Sprintf("redirect rules were %s; re-applied in place with %s in netns %s (found via %s) in %s", res.State, name, res.Netns, res.NetnsFrom, res.Duration.Round(time.Microsecond))
-			r.log().Info("repaired in place", "pod", p.Namespace+"/"+p.Name, "duration", res.Duration, "netns", res.Netns, "from", res.NetnsFrom)
+			name, _ := r.Engine.BackendName(f.backend)
+			msg := fmt.Sprintf("redirect rules were %s; re-applied in place with %s in netns %s (found via %s) in %s", pl.state, name, f.netns, f.from, res.Duration.Round(time.Microsecond))
+			r.log().Info("repaired in place", "pod", pod, "duration", res.Duration, "netns", f.netns, "from", f.from)
 			r.event(p, false, "RulesRepaired", msg)
 			return res, r.Store.Update(p.Namespace, p.Name, func(x *record.Record) {
-				x.State, x.Reason, x.Netns, x.ProblemSince = agentapi.StateCaptured, msg, res.Netns, time.Time{}
-				x.Backend, x.Settings, x.Rules, x.LastApplied = name, settings, expected, r.now()
+				x.State, x.Reason, x.Netns, x.ProblemSince = agentapi.StateCaptured, msg, f.netns, time.Time{}
+				x.Backend, x.Settings, x.Rules, x.LastApplied = name, f.settings, f.expected, r.now()
 				if len(x.PodIPs) == 0 {
-					x.PodIPs = slices.Clone(ips)
+					x.PodIPs = slices.Clone(f.ips)
 				}
 			})
 		}
 		reason = fmt.Sprintf("%s; repair in place failed: %v", reason, err)
-		r.log().Error("repair in place failed", "pod", p.Namespace+"/"+p.Name, "error", err)
+		r.log().Error("repair in place failed", "pod", pod, "error", err)
+		next = pl.onFailure
 	}
-	// Delete mode, or in place was impossible: only once the problem has lasted DeleteAfter
-	// (a sandbox being recreated has no findable netns for a moment).
-	if r.Mode == ModeInPlace || res.Netns == "" {
-		if wait := r.DeleteAfter - r.now().Sub(since); wait > 0 {
-			res.Action, res.RetryAfter = ActionFailed, wait
-			r.log().Info("pod rules not in place; deleting the pod if that lasts", "pod", p.Namespace+"/"+p.Name, "in", wait)
-			return res, nil
+	switch next {
+	case stepRecordOnly:
+		res.Action = ActionOff
+		r.Metrics.ObserveRepair(ActionOff, 0)
+		if rec.State != pl.state {
+			r.event(p, true, "RulesNotInPlace", reason+" (repair is off)")
 		}
+		return res, r.Store.Update(p.Namespace, p.Name, problem(reason))
+	case stepWait:
+		res.Action, res.RetryAfter = ActionFailed, pl.wait
+		r.log().Info("pod rules not in place; deleting the pod if that lasts", "pod", pod, "in", pl.wait)
+		return res, r.Store.Update(p.Namespace, p.Name, problem(reason))
+	}
+	// stepDelete
+	if err := r.Store.Update(p.Namespace, p.Name, problem(reason)); err != nil {
+		return res, err
 	}
 	if r.DeletePod == nil {
 		res.Action = ActionFailed
 		r.Metrics.ObserveRepair(ActionFailed, 0)
-		return res, fmt.Errorf("pod %s/%s: %s; cannot delete the pod", p.Namespace, p.Name, reason)
+		return res, fmt.Errorf("pod %s: %s; cannot delete the pod", pod, reason)
 	}
 	if err := r.DeletePod(ctx, p.Namespace, p.Name, p.UID); err != nil {
 		res.Action = ActionFailed
 		r.Metrics.ObserveRepair(ActionFailed, 0)
 		r.event(p, true, "RepairFailed", fmt.Sprintf("%s; deleting the pod failed: %v", reason, err))
-		return res, fmt.Errorf("pod %s/%s: delete for repair: %w", p.Namespace, p.Name, err)
+		return res, fmt.Errorf("pod %s: delete for repair: %w", pod, err)
 	}
-	res.Action, res.Duration = ActionDeleted, r.now().Sub(detected)
+	res.Action, res.Duration = ActionDeleted, r.now().Sub(f.detected)
 	r.Metrics.ObserveRepair(ActionDeleted, res.Duration)
 	r.event(p, true, "PodDeletedForRepair", reason+"; pod deleted so that its controller recreates it with the rules")
 	return res, nil
+}
+
+// applyInPlace applies the rules in the pod's netns and reads them back.
+func (r *Repairer) applyInPlace(f finding) error {
+	if err := r.Engine.Apply(f.backend, f.netns, f.rs); err != nil {
+		return err
+	}
+	after, err := r.Engine.Live(f.backend, f.netns)
+	if err != nil {
+		return err
+	}
+	if d := rules.Diff(f.expected, after); len(d) > 0 {
+		return fmt.Errorf("rules still differ after applying them: %s", strings.Join(d, "; "))
+	}
+	return nil
 }
 
 func describe(res Result, liveErr error) string {

@@ -9,46 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidelane/sidelane/internal/agent/inspect"
 	"github.com/sidelane/sidelane/internal/agent/record"
 	"github.com/sidelane/sidelane/internal/agentapi"
+	"github.com/sidelane/sidelane/internal/capture"
 	"github.com/sidelane/sidelane/internal/redirect"
-	"github.com/sidelane/sidelane/internal/rules"
 )
-
-// fakeEngine keeps live rules per netns path; applyErr makes Apply fail.
-type fakeEngine struct {
-	live     map[string][]string
-	applyErr error
-	applied  []string
-}
-
-func (f *fakeEngine) BackendName(b string) (string, error) {
-	if b == "auto" {
-		return "nftables", nil
-	}
-	return b, nil
-}
-func (f *fakeEngine) Expected(_ string, rs rules.Ruleset) ([]string, error) {
-	var out []string
-	for _, fam := range rs.Families {
-		out = append(out, fam.String()+" capture")
-	}
-	return out, nil
-}
-func (f *fakeEngine) Live(_, netns string) ([]string, error) {
-	if _, err := os.Stat(netns); err != nil {
-		return nil, err
-	}
-	return f.live[netns], nil
-}
-func (f *fakeEngine) Apply(_, netns string, rs rules.Ruleset) error {
-	if f.applyErr != nil {
-		return f.applyErr
-	}
-	f.applied = append(f.applied, netns)
-	f.live[netns], _ = f.Expected("", rs)
-	return nil
-}
 
 func TestParseMode(t *testing.T) {
 	for _, s := range []string{"inplace", "delete", "off"} {
@@ -71,6 +37,15 @@ func TestCheck(t *testing.T) {
 	}
 	defaults := redirect.Defaults()
 	pod := record.PodInfo{Namespace: "ns", Name: "web", UID: "u1", PodIPs: []string{"10.1.0.5"}, Injected: true, Running: true, Settings: &defaults}
+	// The pod's rules as the real nftables backend renders them, and the same with one rule
+	// deleted (tampered).
+	inSync, err := (&inspect.Capture{Fake: capture.NewFake()}).Expected("auto", inspect.Ruleset(defaults, pod.PodIPs))
+	if err != nil || len(inSync) < 2 {
+		t.Fatalf("expected rules %q, %v", inSync, err)
+	}
+	tampered := inSync[:len(inSync)-1]
+	podOff, podBad := pod, pod
+	podOff.Repair, podBad.Repair = "off", "sometimes"
 	captured := agentapi.Report{Event: "ADD", Namespace: "ns", Name: "web", UID: "u1", ContainerID: "c1", Netns: recNS, State: "captured", Backend: "nftables", Settings: &defaults}
 	for _, tc := range []struct {
 		name       string
@@ -86,9 +61,9 @@ func TestCheck(t *testing.T) {
 		wantDelete bool
 		wantEvent  string
 	}{
-		{name: "in sync", mode: ModeInPlace, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 capture"}},
+		{name: "in sync", mode: ModeInPlace, report: &captured, pod: pod, live: map[string][]string{recNS: inSync},
 			wantAction: ActionInSync, wantState: "captured", wantFrom: "record"},
-		{name: "drifted repaired via record", mode: ModeInPlace, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 tampered"}},
+		{name: "drifted repaired via record", mode: ModeInPlace, report: &captured, pod: pod, live: map[string][]string{recNS: tampered},
 			wantAction: ActionInPlace, wantState: "captured", wantFrom: "record", wantEvent: "RulesRepaired"},
 		{name: "missing, no report, found in proc", mode: ModeInPlace, pod: pod, live: map[string][]string{},
 			wantAction: ActionInPlace, wantState: "captured", wantFrom: "proc", wantEvent: "RulesRepaired"},
@@ -96,10 +71,14 @@ func TestCheck(t *testing.T) {
 			wantAction: ActionDeleted, wantState: "missing", wantDelete: true, wantEvent: "PodDeletedForRepair"},
 		{name: "apply fails: delete", mode: ModeInPlace, report: &captured, pod: pod, live: map[string][]string{recNS: nil}, applyErr: errors.New("netlink: no"),
 			wantAction: ActionDeleted, wantState: "missing", wantFrom: "record", wantDelete: true, wantEvent: "PodDeletedForRepair"},
-		{name: "delete mode", mode: ModeDelete, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 tampered"}},
+		{name: "delete mode", mode: ModeDelete, report: &captured, pod: pod, live: map[string][]string{recNS: tampered},
 			wantAction: ActionDeleted, wantState: "drifted", wantFrom: "record", wantDelete: true, wantEvent: "PodDeletedForRepair"},
-		{name: "off", mode: ModeOff, report: &captured, pod: pod, live: map[string][]string{recNS: {"ipv4 tampered"}},
+		{name: "off", mode: ModeOff, report: &captured, pod: pod, live: map[string][]string{recNS: tampered},
 			wantAction: ActionOff, wantState: "drifted", wantFrom: "record", wantEvent: "RulesNotInPlace"},
+		{name: "pod annotation off wins over the agent's inplace", mode: ModeInPlace, report: &captured, pod: podOff, live: map[string][]string{recNS: tampered},
+			wantAction: ActionOff, wantState: "drifted", wantFrom: "record", wantEvent: "RulesNotInPlace"},
+		{name: "unknown pod annotation: the agent's mode", mode: ModeInPlace, report: &captured, pod: podBad, live: map[string][]string{recNS: tampered},
+			wantAction: ActionInPlace, wantState: "captured", wantFrom: "record", wantEvent: "RulesRepaired"},
 		{name: "not injected", mode: ModeInPlace, pod: record.PodInfo{Namespace: "ns", Name: "web", Running: true}, live: map[string][]string{},
 			wantAction: ActionNone},
 		{name: "plugin failed it", mode: ModeInPlace, report: &agentapi.Report{Event: "ADD", Namespace: "ns", Name: "web", UID: "u1", State: "failed"}, pod: pod,
@@ -117,7 +96,12 @@ func TestCheck(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			eng := &fakeEngine{live: tc.live, applyErr: tc.applyErr}
+			fake := capture.NewFake()
+			fake.ApplyErr = tc.applyErr
+			for netns, lines := range tc.live {
+				fake.SetLive(netns, lines)
+			}
+			eng := &inspect.Capture{Fake: fake}
 			var deleted bool
 			var events []string
 			r := &Repairer{
@@ -158,16 +142,16 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("record %+v, want state %s", rec, tc.wantState)
 			}
 			if tc.wantAction == ActionInPlace {
-				if rec.Netns == "" || rec.LastApplied.IsZero() || len(rec.Rules) != 1 || rec.Backend != "nftables" {
+				if rec.Netns == "" || rec.LastApplied.IsZero() || len(rec.Rules) != len(inSync) || rec.Backend != "nftables" {
 					t.Errorf("repaired record %+v", rec)
 				}
-				if len(eng.applied) != 1 {
-					t.Errorf("applied %v", eng.applied)
+				if len(fake.Applied()) != 1 {
+					t.Errorf("applied %v", fake.Applied())
 				}
 				// A second check finds it in sync and does nothing more.
 				res, err := r.Check(context.Background(), tc.pod)
-				if err != nil || res.Action != ActionInSync || len(eng.applied) != 1 {
-					t.Errorf("second check: %+v %v applied %v", res, err, eng.applied)
+				if err != nil || res.Action != ActionInSync || len(fake.Applied()) != 1 {
+					t.Errorf("second check: %+v %v applied %v", res, err, fake.Applied())
 				}
 			}
 		})
@@ -182,7 +166,7 @@ func TestDeleteWaitsForDeleteAfter(t *testing.T) {
 	now := time.Unix(1000, 0)
 	deleted := 0
 	defaults := redirect.Defaults()
-	r := &Repairer{Store: st, Engine: &fakeEngine{live: map[string][]string{}}, Mode: ModeInPlace, DefaultBackend: "auto", DeleteAfter: 30 * time.Second,
+	r := &Repairer{Store: st, Engine: &inspect.Capture{Fake: capture.NewFake()}, Mode: ModeInPlace, DefaultBackend: "auto", DeleteAfter: 30 * time.Second,
 		Now:       func() time.Time { return now },
 		FindNetns: func([]string) (string, error) { return "", errors.New("no netns has 10.1.0.5") },
 		DeletePod: func(context.Context, string, string, string) error { deleted++; return nil },
@@ -201,5 +185,38 @@ func TestDeleteWaitsForDeleteAfter(t *testing.T) {
 	}
 	if rec, _ := st.Get("ns", "web"); !rec.ProblemSince.Equal(time.Unix(1000, 0)) {
 		t.Errorf("problem since %v", rec.ProblemSince)
+	}
+}
+
+// TestDecide: the decision alone, without a store or an engine.
+func TestDecide(t *testing.T) {
+	now := time.Unix(1000, 0)
+	inSync := finding{netns: "/n", live: []string{"r"}, detected: now}
+	drifted := finding{netns: "/n", live: []string{"x"}, diff: []string{"-r", "+x"}, detected: now}
+	noNetns := finding{liveErr: errors.New("not found"), detected: now}
+	captured := record.Record{PodRecord: agentapi.PodRecord{State: agentapi.StateCaptured, Netns: "/n"}}
+	old := record.Record{PodRecord: agentapi.PodRecord{State: agentapi.StateMissing}, ProblemSince: now.Add(-time.Minute)}
+	for _, tc := range []struct {
+		name string
+		f    finding
+		rec  record.Record
+		mode Mode
+		want plan
+	}{
+		{"invalid, new reason", finding{invalid: "bad"}, record.Record{}, ModeInPlace, plan{step: stepRecordFailed}},
+		{"invalid, already recorded", finding{invalid: "bad"}, record.Record{PodRecord: agentapi.PodRecord{Reason: "bad"}}, ModeInPlace, plan{step: stepNothing}},
+		{"in sync, recorded", inSync, captured, ModeInPlace, plan{step: stepNothing, state: agentapi.StateCaptured}},
+		{"in sync, not recorded", inSync, record.Record{}, ModeInPlace, plan{step: stepRecordInSync, state: agentapi.StateCaptured}},
+		{"drifted, inplace", drifted, captured, ModeInPlace, plan{step: stepApply, state: agentapi.StateDrifted, since: now, onFailure: stepWait, wait: 30 * time.Second}},
+		{"drifted, off", drifted, captured, ModeOff, plan{step: stepRecordOnly, state: agentapi.StateDrifted, since: now, onFailure: stepDelete}},
+		{"drifted, delete mode deletes at once", drifted, captured, ModeDelete, plan{step: stepDelete, state: agentapi.StateDrifted, since: now, onFailure: stepDelete}},
+		{"no netns, young problem", noNetns, captured, ModeInPlace, plan{step: stepWait, state: agentapi.StateMissing, since: now, onFailure: stepWait, wait: 30 * time.Second}},
+		{"no netns, old problem", noNetns, old, ModeDelete, plan{step: stepDelete, state: agentapi.StateMissing, since: old.ProblemSince, onFailure: stepDelete}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decide(tc.f, tc.rec, tc.mode, 30*time.Second, now); got != tc.want {
+				t.Errorf("decide = %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,38 +24,16 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sidelane/sidelane/internal/agent/auth"
+	"github.com/sidelane/sidelane/internal/agent/inspect"
 	"github.com/sidelane/sidelane/internal/agent/metrics"
 	"github.com/sidelane/sidelane/internal/agent/record"
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/agentapi/unixhttp"
+	"github.com/sidelane/sidelane/internal/capture"
 	"github.com/sidelane/sidelane/internal/cnirpc"
 	"github.com/sidelane/sidelane/internal/redirect"
 	"github.com/sidelane/sidelane/internal/rules"
 )
-
-// fakeEngine lists one line per family as expected, and whatever live holds per netns.
-type fakeEngine struct{ live map[string][]string }
-
-func (f *fakeEngine) BackendName(b string) (string, error) {
-	if b == "auto" {
-		return "nftables", nil
-	}
-	return b, nil
-}
-func (f *fakeEngine) Expected(_ string, rs rules.Ruleset) ([]string, error) {
-	var out []string
-	for _, fam := range rs.Families {
-		out = append(out, fam.String()+" redirect to "+itoa(rs.Settings.InboundCapturePort))
-	}
-	return out, nil
-}
-func (f *fakeEngine) Live(_, netns string) ([]string, error) { return f.live[netns], nil }
-func (f *fakeEngine) Apply(_, netns string, rs rules.Ruleset) error {
-	f.live[netns], _ = f.Expected("", rs)
-	return nil
-}
-
-func itoa(p uint16) string { b, _ := json.Marshal(p); return string(b) }
 
 // fakeCluster answers TokenReviews (tokens "alice" and "bob" are valid) and
 // SubjectAccessReviews (alice may get pods in ns "team" and list pods; bob may nothing).
@@ -86,24 +65,47 @@ func fakeCluster(reviews *atomic.Int32) *fake.Clientset {
 	return cs
 }
 
-func newServer(t *testing.T) (*Server, *fakeEngine) {
+// newServer has two captured pods: team/web (dual stack, rules in place) and other/db (its
+// live rules redirect inbound to 9999 instead of 15006), on a capture.Fake.
+func newServer(t *testing.T) (*Server, *capture.Fake) {
 	t.Helper()
 	st, err := record.Open(t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir := t.TempDir()
+	webNS, dbNS := filepath.Join(dir, "web"), filepath.Join(dir, "db")
+	for _, p := range []string{webNS, dbNS} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := redirect.Defaults()
 	for _, rep := range []agentapi.Report{
-		{Event: "ADD", Namespace: "team", Name: "web", UID: "u1", ContainerID: "c1", Netns: "/ns/web", State: "captured", Backend: "nftables", Settings: &s, PodIPs: []string{"10.1.0.5", "fd00::5"}},
-		{Event: "ADD", Namespace: "other", Name: "db", UID: "u2", ContainerID: "c2", Netns: "/ns/db", State: "captured", Backend: "nftables", Settings: &s},
+		{Event: "ADD", Namespace: "team", Name: "web", UID: "u1", ContainerID: "c1", Netns: webNS, State: "captured", Backend: "nftables", Settings: &s, PodIPs: []string{"10.1.0.5", "fd00::5"}},
+		{Event: "ADD", Namespace: "other", Name: "db", UID: "u2", ContainerID: "c2", Netns: dbNS, State: "captured", Backend: "nftables", Settings: &s},
 	} {
 		if err := st.ApplyReport(rep); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eng := &fakeEngine{live: map[string][]string{"/ns/web": {"ipv4 redirect to 15006", "ipv6 redirect to 15006"}, "/ns/db": {"ipv4 redirect to 9999"}}}
+	fake := capture.NewFake()
+	other := s
+	other.InboundCapturePort = 9999
+	fake.SetLive(webNS, nftLines(t, s, rules.IPv4, rules.IPv6))
+	fake.SetLive(dbNS, nftLines(t, other, rules.IPv4))
 	m := metrics.New(func() map[string]int { return map[string]int{"captured": 2} }, nil)
-	return &Server{Node: "node-1", Store: st, Engine: eng, Metrics: m, Ready: func() error { return nil }}, eng
+	return &Server{Node: "node-1", Store: st, Engine: &inspect.Capture{Fake: fake}, Metrics: m, Ready: func() error { return nil }}, fake
+}
+
+// nftLines is the real nftables rendering of settings s in families fams.
+func nftLines(t *testing.T, s redirect.Settings, fams ...rules.Family) []string {
+	t.Helper()
+	b, err := capture.NewFake().New("nftables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Expected(rules.Build(s, fams...))
 }
 
 func do(t *testing.T, h http.Handler, method, path, token string, body []byte) *httptest.ResponseRecorder {
@@ -201,6 +203,23 @@ func TestUnixRoutes(t *testing.T) {
 	}
 
 	// Rules: in sync (both families, because the pod has an IPv6 address), drifted, unknown.
+	defaults, other := redirect.Defaults(), redirect.Defaults()
+	other.InboundCapturePort = 9999
+	dual, v4, v4Other := nftLines(t, defaults, rules.IPv4, rules.IPv6), nftLines(t, defaults, rules.IPv4), nftLines(t, other, rules.IPv4)
+	var dbDiff []string // the lines that name the port: 9999 live, 15006 expected
+	for _, l := range v4Other {
+		if !slices.Contains(v4, l) {
+			dbDiff = append(dbDiff, "+"+l)
+		}
+	}
+	for _, l := range v4 {
+		if !slices.Contains(v4Other, l) {
+			dbDiff = append(dbDiff, "-"+l)
+		}
+	}
+	if len(dbDiff) != 2 || !strings.Contains(dbDiff[0], ":9999") || !strings.Contains(dbDiff[1], ":15006") {
+		t.Fatalf("the renderings of port 15006 and 9999 differ in %q, want one line each", dbDiff)
+	}
 	for _, tc := range []struct {
 		path     string
 		code     int
@@ -209,8 +228,8 @@ func TestUnixRoutes(t *testing.T) {
 		liveErr  string
 		expected int
 	}{
-		{path: "/v1/pods/team/web/rules", code: 200, inSync: true, expected: 2},
-		{path: "/v1/pods/other/db/rules", code: 200, diff: []string{"+ipv4 redirect to 9999", "-ipv4 redirect to 15006"}, expected: 1},
+		{path: "/v1/pods/team/web/rules", code: 200, inSync: true, expected: len(dual)},
+		{path: "/v1/pods/other/db/rules", code: 200, diff: dbDiff, expected: len(v4)},
 		{path: "/v1/pods/team/new/rules", code: 200, liveErr: "no redirect settings known"},
 		{path: "/v1/pods/team/none/rules", code: 404},
 	} {
