@@ -211,9 +211,11 @@ func (e *env) waitAllCapturedSince(t *testing.T, ns string, names []string, time
 					why = append(why, fmt.Sprintf("%s: %s, not ready", name, p.Status.Phase))
 				case ips[p.Status.PodIP] == "":
 					why = append(why, fmt.Sprintf("%s: no netns holds %s", name, p.Status.PodIP))
-				case !captured(ips[p.Status.PodIP]):
-					why = append(why, name+": no rules in "+ips[p.Status.PodIP])
 				default:
+					if err := captured(ips[p.Status.PodIP], p); err != nil {
+						why = append(why, fmt.Sprintf("%s: %v", name, err))
+						break
+					}
 					res.netns[name], res.pods[name] = ips[p.Status.PodIP], p
 					continue
 				}
@@ -354,7 +356,10 @@ func (e *env) strayRules(t *testing.T) []string {
 	for _, en := range entries {
 		ns := "/var/run/netns/" + en.Name()
 		// Only the runtime's namespaces: other tests on the machine make their own.
-		if strings.HasPrefix(en.Name(), "cni-") && !owner[ns] && captured(ns) {
+		if !strings.HasPrefix(en.Name(), "cni-") || owner[ns] {
+			continue
+		}
+		if none, err := uncaptured(ns); err == nil && !none {
 			stray = append(stray, ns)
 		}
 	}

@@ -223,8 +223,9 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	if hasContainer(plain, contract.ProxyContainerName) {
 		t.Errorf("pod created after helm uninstall was injected")
 	}
-	if netns := podNetns(t, plain.Status.PodIP); captured(netns) {
-		t.Errorf("pod created after helm uninstall has Sidelane rules:\n%s", netnsRules(netns))
+	netns := podNetns(t, plain.Status.PodIP)
+	if none, err := uncaptured(netns); err != nil || !none {
+		t.Errorf("pod created after helm uninstall has Sidelane rules (%v):\n%s", err, netnsRules(netns))
 	}
 }
 
@@ -236,8 +237,8 @@ func (e *env) waitCaptured(t *testing.T, ns, name string) *corev1.Pod {
 		t.Fatalf("pod %s has no %s container", name, contract.ProxyContainerName)
 	}
 	netns := podNetns(t, p.Status.PodIP)
-	if !captured(netns) {
-		t.Fatalf("pod %s is Ready but its network namespace %s has no Sidelane rules:\n%s", name, netns, netnsRules(netns))
+	if err := captured(netns, p); err != nil {
+		t.Fatalf("pod %s is Ready but its network namespace %s does not hold its Sidelane rules: %v\n%s", name, netns, err, netnsRules(netns))
 	}
 	return p
 }
