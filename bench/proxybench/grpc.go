@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -224,15 +223,6 @@ func (e *env) setupGRPC(ctx context.Context, cfg benchreport.Config) error {
 	if err != nil {
 		return err
 	}
-	e.ns = fmt.Sprintf("sl-pxgrpc-%d", os.Getpid())
-	e.nsPath = "/run/netns/" + e.ns
-	if _, err := run(ctx, "ip", "netns", "add", e.ns); err != nil {
-		e.ns = ""
-		return err
-	}
-	if _, err := run(ctx, "ip", "-n", e.ns, "link", "set", "lo", "up"); err != nil {
-		return err
-	}
 	ruleset := fmt.Sprintf(`table ip sidelane_bench {
 	chain output {
 		type nat hook output priority -100; policy accept;
@@ -242,10 +232,8 @@ func (e *env) setupGRPC(ctx context.Context, cfg benchreport.Config) error {
 	}
 }
 `, proxyUID, gSidelanePort, gHAProxyPort, gHAListen)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.ns, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(ruleset)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft: %w: %s", err, out)
+	if err := e.newNetns(ctx, "sl-pxgrpc", ruleset); err != nil {
+		return err
 	}
 	// The application: the grpcecho service on every service port.
 	gs := grpc.NewServer()

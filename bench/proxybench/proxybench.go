@@ -185,15 +185,6 @@ func (e *env) setup(ctx context.Context, cfg benchreport.Config) error {
 	if err != nil {
 		return err
 	}
-	e.ns = fmt.Sprintf("sl-pxbench-%d", os.Getpid())
-	e.nsPath = "/run/netns/" + e.ns
-	if _, err := run(ctx, "ip", "netns", "add", e.ns); err != nil {
-		e.ns = ""
-		return err
-	}
-	if _, err := run(ctx, "ip", "-n", e.ns, "link", "set", "lo", "up"); err != nil {
-		return err
-	}
 	// The redirect rules: each proxied service port goes to its proxy; the proxies' own
 	// upstream connections (uid 1337, or the in-process baseline's mark) are not captured.
 	ruleset := fmt.Sprintf(`table ip sidelane_bench {
@@ -207,10 +198,8 @@ func (e *env) setup(ctx context.Context, cfg benchreport.Config) error {
 	}
 }
 `, proxyUID, bypassMark, sidelanePort, rpPort, rpListen, haproxyPort, haListen)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.ns, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(ruleset)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft: %w: %s", err, out)
+	if err := e.newNetns(ctx, "sl-pxbench", ruleset); err != nil {
+		return err
 	}
 
 	// The application: a small, fast net/http server on every service port.
@@ -275,6 +264,26 @@ frontend fe
 backend be
 	server orig 0.0.0.0:0
 `
+
+// newNetns creates the benchmark's network namespace (name prefix-<pid>) with loopback up and
+// the nftables ruleset in it.
+func (e *env) newNetns(ctx context.Context, prefix, ruleset string) error {
+	e.ns = fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	e.nsPath = "/run/netns/" + e.ns
+	if _, err := run(ctx, "ip", "netns", "add", e.ns); err != nil {
+		e.ns = ""
+		return err
+	}
+	if _, err := run(ctx, "ip", "-n", e.ns, "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft: %w: %s", err, out)
+	}
+	return nil
+}
 
 // listen listens inside the benchmark namespace.
 func (e *env) listen(addr string) (net.Listener, error) {

@@ -74,15 +74,20 @@ type entry struct {
 	grpcMessage string
 }
 
+// appendLineStart starts an access-log line with its time, direction and original destination;
+// the destination's JSON string is left open, so the caller goes on with `","next":...`.
+func appendLineStart(b []byte, start time.Time, d Direction, dst netip.AddrPort) []byte {
+	b = append(b, `{"time":"`...)
+	b = start.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","direction":"`...)
+	b = append(b, d.String()...)
+	b = append(b, `","original_dst":"`...)
+	return dst.AppendTo(b)
+}
+
 func (l *accessLog) write(e *entry) {
 	l.mu.Lock()
-	b := l.line[:0]
-	b = append(b, `{"time":"`...)
-	b = e.start.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","direction":"`...)
-	b = append(b, e.direction.String()...)
-	b = append(b, `","original_dst":"`...)
-	b = e.dst.AppendTo(b)
+	b := appendLineStart(l.line[:0], e.start, e.direction, e.dst)
 	b = append(b, `","method":`...)
 	b = appendJSONString(b, e.method)
 	b = append(b, `,"authority":`...)

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -412,14 +411,7 @@ func testGRPCDrain(t *testing.T, p *proxyProc, cc *grpc.ClientConn, app *grpcech
 		time.Sleep(10 * time.Millisecond)
 	}
 	atSignal := ok.Load()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(40 * time.Second):
-		t.Fatal("proxy did not exit after SIGTERM")
-	}
+	p.sigtermAndWait(t)
 	close(stop)
 	wg.Wait()
 	if err := <-slow; err != nil {

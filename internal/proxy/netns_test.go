@@ -196,6 +196,19 @@ type proxyProc struct {
 	err    error
 }
 
+// sigtermAndWait sends the proxy SIGTERM and waits for it to exit (40 s at most).
+func (p *proxyProc) sigtermAndWait(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(40 * time.Second):
+		t.Fatal("proxy did not exit after SIGTERM")
+	}
+}
+
 // startProxyIn starts the proxy binary as uid/gid 1337 in the namespace at path and waits
 // for its readiness endpoint.
 func startProxyIn(t *testing.T, pod, peer string, args ...string) *proxyProc {
@@ -611,14 +624,7 @@ func testSIGTERMUnderLoad(t *testing.T, p *proxyProc, peer string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	atSignal := ok.Load()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(40 * time.Second):
-		t.Fatal("proxy did not exit after SIGTERM")
-	}
+	p.sigtermAndWait(t)
 	close(stop)
 	wg.Wait()
 	if err := <-slow; err != nil {

@@ -208,13 +208,7 @@ type tlsEntry struct {
 
 func (l *accessLog) writeTLS(e *tlsEntry) {
 	l.mu.Lock()
-	b := l.line[:0]
-	b = append(b, `{"time":"`...)
-	b = e.start.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","direction":"`...)
-	b = append(b, e.direction.String()...)
-	b = append(b, `","original_dst":"`...)
-	b = e.dst.AppendTo(b)
+	b := appendLineStart(l.line[:0], e.start, e.direction, e.dst)
 	b = append(b, `","protocol":"TLS","tls_sni":`...)
 	b = appendJSONString(b, []byte(e.hello.ServerName))
 	b = append(b, `,"tls_alpn":`...)
