@@ -1,7 +1,7 @@
 // Package flagenv lets every flag of a Sidelane binary also be set from the environment:
 // flag --some-flag of binary "agent" reads SIDELANE_AGENT_SOME_FLAG. The environment sets the
-// default, the command line wins. It is the one flag binder of the binaries (agent, injector;
-// the proxy's BindFlags follows the same naming).
+// default, the command line wins. It is the one flag binder of the binaries (agent, injector,
+// proxy).
 package flagenv
 
 import (

@@ -12,10 +12,10 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/sidelane/sidelane/internal/contract"
+	"github.com/sidelane/sidelane/internal/flagenv"
 )
 
 // Config is every port and limit of the proxy.
@@ -89,75 +89,35 @@ func Defaults() Config {
 	}
 }
 
-// BindFlags registers a flag for every field of c; each flag's default is taken from its
-// environment variable (SIDELANE_PROXY_<NAME>) when set, else from c. Bad environment values
-// are returned as an error naming the variable.
+// BindFlags registers a flag for every field of c, with c's values as defaults, and applies
+// the environment through flagenv: flag -some-flag reads SIDELANE_PROXY_SOME_FLAG; the flag
+// wins over the variable, the variable over the default. A bad environment value is an error
+// naming the variable.
 func BindFlags(fs *flag.FlagSet, c *Config) error {
-	var errs []error
-	intVar := func(p *int, name, env, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("environment %s=%q: %w", env, v, err))
-			} else {
-				*p = n
-			}
-		}
-		fs.IntVar(p, name, *p, usage+" (env "+env+")")
-	}
-	strVar := func(p *string, name, env, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			*p = v
-		}
-		fs.StringVar(p, name, *p, usage+" (env "+env+")")
-	}
-	durVar := func(p *time.Duration, name, env, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("environment %s=%q: %w", env, v, err))
-			} else {
-				*p = d
-			}
-		}
-		fs.DurationVar(p, name, *p, usage+" (env "+env+")")
-	}
-	boolVar := func(p *bool, name, env, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("environment %s=%q: %w", env, v, err))
-			} else {
-				*p = b
-			}
-		}
-		fs.BoolVar(p, name, *p, usage+" (env "+env+")")
-	}
-	const e = "SIDELANE_PROXY_"
-	intVar(&c.InboundPort, "inbound-port", e+"INBOUND_PORT", "inbound capture port")
-	intVar(&c.OutboundPort, "outbound-port", e+"OUTBOUND_PORT", "outbound capture port")
-	strVar(&c.AdminAddr, "admin-addr", e+"ADMIN_ADDR", "admin listen address")
-	strVar(&c.HealthAddr, "health-addr", e+"HEALTH_ADDR", "readiness listen address")
-	strVar(&c.PrometheusAddr, "prometheus-addr", e+"PROMETHEUS_ADDR", "Prometheus listen address")
-	strVar(&c.InboundSourceIPv4, "inbound-source-ipv4", e+"INBOUND_SOURCE_IPV4", "source address of inbound forwarding (IPv4)")
-	strVar(&c.InboundSourceIPv6, "inbound-source-ipv6", e+"INBOUND_SOURCE_IPV6", "source address of inbound forwarding (IPv6)")
-	intVar(&c.MaxConnections, "max-connections", e+"MAX_CONNECTIONS", "connections accepted at once")
-	intVar(&c.MaxHeaderBytes, "max-header-bytes", e+"MAX_HEADER_BYTES", "largest request or response head")
-	durVar(&c.PeekTimeout, "peek-timeout", e+"PEEK_TIMEOUT", "wait for a client's first bytes before relaying raw TCP")
-	durVar(&c.HeaderTimeout, "header-timeout", e+"HEADER_TIMEOUT", "time to read a whole request head")
-	durVar(&c.IdleTimeout, "idle-timeout", e+"IDLE_TIMEOUT", "idle keep-alive client connection timeout")
-	durVar(&c.DialTimeout, "dial-timeout", e+"DIAL_TIMEOUT", "upstream connect timeout")
-	durVar(&c.UpstreamIdle, "upstream-idle-timeout", e+"UPSTREAM_IDLE_TIMEOUT", "pooled upstream connection idle time")
-	intVar(&c.MaxIdlePerDest, "max-idle-per-destination", e+"MAX_IDLE_PER_DESTINATION", "pooled upstream connections per destination")
-	durVar(&c.DrainTimeout, "drain-timeout", e+"DRAIN_TIMEOUT", "time in-flight work gets after SIGTERM")
-	durVar(&c.StreamIdleTimeout, "stream-idle-timeout", e+"STREAM_IDLE_TIMEOUT", "longest wait for a read or write of an HTTP request or response")
-	durVar(&c.TCPIdleTimeout, "tcp-idle-timeout", e+"TCP_IDLE_TIMEOUT", "close a raw TCP relay or tunnel idle in both directions this long")
-	durVar(&c.ExpectContinueTimeout, "expect-continue-timeout", e+"EXPECT_CONTINUE_TIMEOUT", "wait for the app's 100 Continue before sending the body anyway")
-	intVar(&c.Concurrency, "concurrency", e+"CONCURRENCY", "threads running Go code when the container has no CPU limit")
-	boolVar(&c.AccessLog, "access-log", e+"ACCESS_LOG", "JSON access-log line per HTTP request on stdout")
-	strVar(&c.LogLevel, "log-level", e+"LOG_LEVEL", "the proxy's own messages: debug, info, warn or error")
-	if len(errs) > 0 {
-		return fmt.Errorf("proxy configuration: %v", errs)
+	fs.IntVar(&c.InboundPort, "inbound-port", c.InboundPort, "inbound capture port")
+	fs.IntVar(&c.OutboundPort, "outbound-port", c.OutboundPort, "outbound capture port")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin listen address")
+	fs.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "readiness listen address")
+	fs.StringVar(&c.PrometheusAddr, "prometheus-addr", c.PrometheusAddr, "Prometheus listen address")
+	fs.StringVar(&c.InboundSourceIPv4, "inbound-source-ipv4", c.InboundSourceIPv4, "source address of inbound forwarding (IPv4)")
+	fs.StringVar(&c.InboundSourceIPv6, "inbound-source-ipv6", c.InboundSourceIPv6, "source address of inbound forwarding (IPv6)")
+	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "connections accepted at once, per capture port")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request or response head")
+	fs.DurationVar(&c.PeekTimeout, "peek-timeout", c.PeekTimeout, "wait for a client's first bytes before relaying raw TCP")
+	fs.DurationVar(&c.HeaderTimeout, "header-timeout", c.HeaderTimeout, "time to read a whole request head")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connection timeout")
+	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "upstream connect timeout")
+	fs.DurationVar(&c.UpstreamIdle, "upstream-idle-timeout", c.UpstreamIdle, "pooled upstream connection idle time")
+	fs.IntVar(&c.MaxIdlePerDest, "max-idle-per-destination", c.MaxIdlePerDest, "pooled upstream connections per destination")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time in-flight work gets after SIGTERM")
+	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", c.StreamIdleTimeout, "longest wait for a read or write of an HTTP request or response")
+	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", c.TCPIdleTimeout, "close a raw TCP relay or tunnel idle in both directions this long")
+	fs.DurationVar(&c.ExpectContinueTimeout, "expect-continue-timeout", c.ExpectContinueTimeout, "wait for the app's 100 Continue before sending the body anyway")
+	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "threads running Go code when the container has no CPU limit")
+	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "JSON access-log line per HTTP request on stdout")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "the proxy's own messages: debug, info, warn or error")
+	if err := flagenv.Bind(fs, "proxy"); err != nil {
+		return fmt.Errorf("proxy configuration: %w", err)
 	}
 	return nil
 }

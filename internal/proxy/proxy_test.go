@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -764,5 +765,32 @@ func TestExpectContinueRefused(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Errorf("after the response: %v, want EOF", err)
+	}
+}
+
+// Main's exit codes: 2 for a command line it cannot parse, 1 for a configuration it refuses
+// (naming the setting), 0 after a drain.
+func TestMainExitCodes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // drain at once
+	var stderr bytes.Buffer
+	if code := Main(ctx, []string{"-no-such-flag"}, io.Discard, &stderr); code != 2 {
+		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
+	stderr.Reset()
+	if code := Main(ctx, []string{"-log-level", "loud"}, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "log-level") {
+		t.Errorf("bad log level: exit %d, stderr %q", code, stderr.String())
+	}
+	t.Setenv("SIDELANE_PROXY_MAX_CONNECTIONS", "many")
+	stderr.Reset()
+	if code := Main(ctx, nil, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "SIDELANE_PROXY_MAX_CONNECTIONS") {
+		t.Errorf("bad environment: exit %d, stderr %q", code, stderr.String())
+	}
+	t.Setenv("SIDELANE_PROXY_MAX_CONNECTIONS", "10")
+	stderr.Reset()
+	args := []string{"-inbound-port", strconv.Itoa(freePort(t)), "-outbound-port", strconv.Itoa(freePort(t)),
+		"-admin-addr", "off", "-health-addr", "off", "-prometheus-addr", "off"}
+	if code := Main(ctx, args, io.Discard, &stderr); code != 0 {
+		t.Errorf("drain: exit %d, stderr %q", code, stderr.String())
 	}
 }
