@@ -1,4 +1,4 @@
-// Package proxy is sidelane-proxy, the transparent sidecar proxy of DESIGN.md: it accepts the
+// Package proxy is sidelane-proxy, the transparent sidecar proxy of docs/design.md: it accepts the
 // connections the redirect rules send to its inbound (15006) and outbound (15001) capture
 // ports, finds each connection's original destination (SO_ORIGINAL_DST), and forwards it there:
 // HTTP/1.x through its own small codec (package httpcodec) with per-request access log and
@@ -27,7 +27,7 @@ type Config struct {
 	PrometheusAddr string `json:"prometheusAddr"` // :15090
 
 	// InboundSourceIPv4/IPv6 are the source addresses inbound traffic is forwarded to the
-	// application from (DESIGN.md: 127.0.0.6 and ::6).
+	// application from (docs/design.md: 127.0.0.6 and ::6).
 	InboundSourceIPv4 string `json:"inboundSourceIPv4"`
 	InboundSourceIPv6 string `json:"inboundSourceIPv6"`
 
@@ -61,7 +61,7 @@ type Config struct {
 // LogLevels are the values of Config.LogLevel, most verbose first.
 var LogLevels = []string{"debug", "info", "warn", "error"}
 
-// Defaults returns DESIGN.md's ports and the default limits.
+// Defaults returns docs/design.md's ports and the default limits.
 func Defaults() Config {
 	return Config{
 		InboundPort:           contract.InboundCapturePort,

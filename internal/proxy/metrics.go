@@ -10,7 +10,7 @@ import (
 // Direction of a captured connection.
 type Direction uint8
 
-// The two directions, as DESIGN.md names them in the direction label.
+// The two directions, as docs/design.md names them in the direction label.
 const (
 	Inbound Direction = iota
 	Outbound
@@ -23,7 +23,7 @@ func (d Direction) String() string {
 	return "outbound"
 }
 
-// metrics are DESIGN.md's Prometheus series, on a registry of the proxy's own.
+// metrics are docs/design.md's Prometheus series, on a registry of the proxy's own.
 type metrics struct {
 	registry    *prometheus.Registry
 	connections *prometheus.CounterVec

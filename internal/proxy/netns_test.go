@@ -2,7 +2,7 @@ package proxy
 
 // Privileged tests: the real sidelane-proxy binary, run as uid/gid 1337 in a pod network
 // namespace with the project's own capture rules (package capture), with a "remote" peer
-// namespace on the other end of a veth pair. Every traffic class of DESIGN.md is checked
+// namespace on the other end of a veth pair. Every traffic class of docs/design.md is checked
 // through the proxy's Prometheus metrics and its access log.
 
 import (

@@ -514,9 +514,10 @@ func TestPooledUpstreamClosedIsRetried(t *testing.T) {
 }
 
 func TestDrainFinishesInFlight(t *testing.T) {
-	release := make(chan struct{})
+	release, arrived := make(chan struct{}), make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			close(arrived)
 			<-release
 		}
 		io.WriteString(w, "done")
@@ -534,15 +535,16 @@ func TestDrainFinishesInFlight(t *testing.T) {
 		resp.Body.Close()
 		result <- fmt.Sprintf("%d %s close=%v", resp.StatusCode, b, resp.Close)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for h.s.Stats().ActiveConnections == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("request never reached the proxy")
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-arrived: // the request is in flight through the proxy
+	case <-time.After(10 * time.Second):
+		t.Fatal("request never reached the app")
 	}
 	h.s.Drain()
-	for h.s.Ready() {
+	for deadline := time.Now().Add(10 * time.Second); h.s.Ready(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy still reports ready 10 s after Drain")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	// No new connections once draining.
