@@ -659,7 +659,7 @@ func (s *Server) upstreamError(cc *clientConn, e *entry, err error) {
 	if isTimeout(err) {
 		status = 504
 	}
-	s.logf("warn", "sidelane-proxy: %s %s -> %s: %v", cc.dir, cc.c.RemoteAddr(), cc.dst, err)
+	s.log.Warn("upstream", "direction", cc.dir.String(), "client", cc.c.RemoteAddr().String(), "original_dst", cc.dst.String(), "status", status, "err", err)
 	cc.answer(e, status, err)
 }
 
@@ -688,7 +688,7 @@ func (s *Server) upstream(key poolKey) (*upConn, error) {
 func (s *Server) serveRaw(cc *clientConn) {
 	up, err := s.dial(cc.dir, cc.dst)
 	if err != nil {
-		s.logf("warn", "sidelane-proxy: %s %s -> %s: %v", cc.dir, cc.c.RemoteAddr(), cc.dst, err)
+		s.log.Warn("dial", "direction", cc.dir.String(), "client", cc.c.RemoteAddr().String(), "original_dst", cc.dst.String(), "err", err)
 		return
 	}
 	s.m.raw.Add(1)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"io"
-	"log"
 	"strings"
 	"testing"
 )
@@ -23,13 +22,13 @@ func TestLogLevel(t *testing.T) {
 			cfg := Defaults()
 			cfg.LogLevel = tt.level
 			var buf bytes.Buffer
-			s, err := New(cfg, io.Discard, log.New(&buf, "", 0))
+			s, err := New(cfg, io.Discard, NewLogger(&buf, cfg.LogLevel))
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, l := range []string{"info", "warn", "error"} {
-				s.logf(l, "msg-%s", l)
-			}
+			s.log.Info("msg-info")
+			s.log.Warn("msg-warn")
+			s.log.Error("msg-error")
 			for _, l := range []string{"info", "warn", "error"} {
 				want := strings.Contains(strings.Join(tt.shown, ","), l)
 				if got := strings.Contains(buf.String(), "msg-"+l); got != want {

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 )
 
 // Main runs sidelane-proxy with the command-line args (without the program name) until ctx is
@@ -24,16 +23,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	logger := log.New(stderr, "", log.LstdFlags)
 	if envErr != nil {
-		logger.Print(envErr)
+		fmt.Fprintln(stderr, "sidelane-proxy:", envErr)
 		return 1
 	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "sidelane-proxy:", err)
+		return 1
+	}
+	logger := NewLogger(stderr, cfg.LogLevel)
 	procs, source := ApplyConcurrency(cfg.Concurrency)
-	logger.Printf("sidelane-proxy: %d threads (%s)", procs, source)
+	logger.Info("threads", "gomaxprocs", procs, "from", source)
 	srv, err := New(cfg, stdout, logger)
 	if err != nil {
-		logger.Print(err)
+		fmt.Fprintln(stderr, "sidelane-proxy:", err)
 		return 1
 	}
 	if err := srv.Run(ctx); err != nil {

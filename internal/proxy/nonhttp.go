@@ -107,7 +107,7 @@ func (s *Server) serveH2(cc *clientConn) {
 	})
 	cc.setUpstream(nil)
 	if err != nil {
-		s.logf("warn", "sidelane-proxy: %s %s -> %s: http2: %v", cc.dir, cc.c.RemoteAddr(), cc.dst, err)
+		s.log.Warn("http2", "direction", cc.dir.String(), "client", cc.c.RemoteAddr().String(), "original_dst", cc.dst.String(), "err", err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -102,7 +101,7 @@ func tryStartProxy(t testing.TB, dstFn func(*net.TCPConn) (netip.AddrPort, error
 		mod(&cfg)
 	}
 	h := &harness{log: &syncBuffer{}, done: make(chan struct{})}
-	s, err := New(cfg, h.log, log.New(io.Discard, "", 0))
+	s, err := New(cfg, h.log, NewLogger(io.Discard, cfg.LogLevel))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,11 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,9 +30,7 @@ type Server struct {
 	m      *metrics
 	alog   *accessLog
 	pool   *pool
-	logger *log.Logger
-	// logRank is the index of cfg.LogLevel in LogLevels; messages below it are dropped.
-	logRank int
+	log    *slog.Logger // the proxy's own messages (NewLogger filters them by cfg.LogLevel)
 
 	// originalDst finds a connection's original destination (tests replace it).
 	originalDst func(*net.TCPConn) (netip.AddrPort, error)
@@ -54,7 +51,7 @@ type Server struct {
 
 // New returns a proxy for cfg; the access log goes to accessLog (stdout in the binary), the
 // proxy's own messages to logger.
-func New(cfg Config, accessLog io.Writer, logger *log.Logger) (*Server, error) {
+func New(cfg Config, accessLog io.Writer, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -67,10 +64,9 @@ func New(cfg Config, accessLog io.Writer, logger *log.Logger) (*Server, error) {
 		return nil, fmt.Errorf("inbound-source-ipv6 %q: not an IPv6 address", cfg.InboundSourceIPv6)
 	}
 	s := &Server{
-		logRank:     slices.Index(LogLevels, cfg.LogLevel),
 		cfg:         cfg,
 		m:           newMetrics(),
-		logger:      logger,
+		log:         logger,
 		originalDst: OriginalDst,
 		localAddrs:  map[netip.Addr]bool{},
 		conns:       map[*clientConn]struct{}{},
@@ -163,7 +159,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ready.Store(true)
 	stopJanitor := s.pool.janitor()
 	defer stopJanitor()
-	s.logf("info", "sidelane-proxy: inbound :%d, outbound :%d, ready", s.cfg.InboundPort, s.cfg.OutboundPort)
+	s.log.Info("ready", "inbound", s.cfg.InboundPort, "outbound", s.cfg.OutboundPort)
 
 	select {
 	case <-ctx.Done():
@@ -199,7 +195,7 @@ func (s *Server) closeListeners() {
 func (s *Server) drain() {
 	s.draining.Store(true)
 	s.closeListeners()
-	s.logf("info", "sidelane-proxy: draining (up to %s)", s.cfg.DrainTimeout)
+	s.log.Info("draining", "timeout", s.cfg.DrainTimeout.String())
 	s.mu.Lock()
 	for cc := range s.conns {
 		cc.wakeIfIdle()
@@ -209,7 +205,7 @@ func (s *Server) drain() {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		s.logf("info", "sidelane-proxy: drained")
+		s.log.Info("drained")
 	case <-time.After(s.cfg.DrainTimeout):
 		s.mu.Lock()
 		n := len(s.conns)
@@ -217,7 +213,7 @@ func (s *Server) drain() {
 			cc.forceClose()
 		}
 		s.mu.Unlock()
-		s.logf("warn", "sidelane-proxy: drain deadline: closed %d connections", n)
+		s.log.Warn("drain deadline: connections closed", "connections", n)
 		<-done
 	}
 }
@@ -236,7 +232,7 @@ func (s *Server) acceptLoop(l *net.TCPListener, dir Direction) {
 			} else if backoff < time.Second {
 				backoff *= 2
 			}
-			s.logf("error", "sidelane-proxy: accept: %v (retrying in %s)", err, backoff)
+			s.log.Error("accept", "err", err, "retry_in", backoff.String())
 			time.Sleep(backoff)
 			continue
 		}
@@ -279,13 +275,13 @@ func (s *Server) serve(cc *clientConn) {
 	dst, err := s.originalDst(cc.c)
 	if err != nil {
 		s.m.refused.Add(1)
-		s.logf("warn", "sidelane-proxy: %s connection from %s: %v", cc.dir, cc.c.RemoteAddr(), err)
+		s.log.Warn("no original destination", "direction", cc.dir.String(), "client", cc.c.RemoteAddr().String(), "err", err)
 		return
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if s.isLoop(cc.c, dst) {
 		s.m.refused.Add(1)
-		s.logf("warn", "sidelane-proxy: %s connection from %s to %s refused: it would loop back into the proxy", cc.dir, cc.c.RemoteAddr(), dst)
+		s.log.Warn("refused: it would loop back into the proxy", "direction", cc.dir.String(), "client", cc.c.RemoteAddr().String(), "original_dst", dst.String())
 		return
 	}
 	cc.dst = dst
@@ -397,10 +393,9 @@ func (s *Server) adminHandler() http.Handler {
 	return mux
 }
 
-// logf writes one of the proxy's own messages at level (one of LogLevels) when the
-// configured log level lets it through.
-func (s *Server) logf(level, format string, args ...any) {
-	if slices.Index(LogLevels, level) >= s.logRank {
-		s.logger.Printf(format, args...)
-	}
+// NewLogger returns the logger of the proxy's own messages: JSON lines on w, at level (one of
+// LogLevels) and above.
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	lvl := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[level]
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl}))
 }
