@@ -26,11 +26,11 @@ const drainIdleGrace = time.Second
 
 // Server is one proxy instance.
 type Server struct {
-	cfg    Config
-	m      *metrics
-	alog   *accessLog
-	pool   *pool
-	log    *slog.Logger // the proxy's own messages (NewLogger filters them by cfg.LogLevel)
+	cfg  Config
+	m    *metrics
+	alog *accessLog
+	pool *pool
+	log  *slog.Logger // the proxy's own messages (NewLogger filters them by cfg.LogLevel)
 
 	// originalDst finds a connection's original destination (tests replace it).
 	originalDst func(*net.TCPConn) (netip.AddrPort, error)
