@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/sidelane/sidelane/internal/dirwatch"
 )
 
 // Stats are the watcher's counters, for the agent's metrics.
@@ -138,47 +140,45 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fw, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watching %s: %w", cfg.CNIConfDir, err)
-	}
-	defer fw.Close()
 	if err := mkdirAll(cfg.CNIConfDir); err != nil {
 		return err
 	}
-	if err := fw.Add(cfg.CNIConfDir); err != nil {
-		return fmt.Errorf("watching %s: %w", cfg.CNIConfDir, err)
+	triggers, err := dirwatch.Watch(ctx, []string{cfg.CNIConfDir}, dirwatch.Options{
+		Poll: cfg.ResyncInterval,
+		// Our own (or someone's) temporary file: the rename will tell.
+		Ignore: func(ev fsnotify.Event) bool { return strings.HasSuffix(ev.Name, ".tmp") },
+		Log:    w.log,
+	})
+	if err != nil {
+		return err
 	}
 	l := newLoop(w, st)
 	defer l.timer.Stop()
-	resync := time.NewTicker(cfg.ResyncInterval)
-	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-fw.Events:
+		case t, ok := <-triggers:
 			if !ok {
-				return fmt.Errorf("watching %s: event channel closed", cfg.CNIConfDir)
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("watching %s: the watch ended", cfg.CNIConfDir)
 			}
-			if strings.HasSuffix(ev.Name, ".tmp") {
-				continue // our own (or someone's) temporary file; the rename will tell
+			switch t {
+			case dirwatch.Changed:
+				l.fileEvent(time.Now())
+			case dirwatch.Lost:
+				// Events may have been lost: catch up now rather than at the next resync.
+				l.request(0)
+			case dirwatch.Poll:
+				if err := installBinary(cfg); err != nil {
+					w.log.Error("re-installing the plugin binary", "err", err)
+				}
+				l.request(0)
 			}
-			l.fileEvent(time.Now())
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return fmt.Errorf("watching %s: error channel closed", cfg.CNIConfDir)
-			}
-			// An overflow loses events: the resync below catches up; do it now.
-			w.log.Warn("file watch error; resyncing", "err", err)
-			l.request(0)
 		case <-l.timer.C:
 			l.reconcile(time.Now())
-		case <-resync.C:
-			if err := installBinary(cfg); err != nil {
-				w.log.Error("re-installing the plugin binary", "err", err)
-			}
-			l.request(0)
 		}
 	}
 }

@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/sidelane/sidelane/internal/dirwatch"
 	"github.com/sidelane/sidelane/internal/inject"
 )
 
@@ -24,52 +24,25 @@ var PollInterval = time.Minute
 
 // watchFiles calls reload after any change in the directories of paths, until ctx ends.
 // Kubernetes updates a mounted ConfigMap or Secret by swapping a symlink (..data) in the mount
-// directory, so the directory is watched, not the file. Events are coalesced over 100 ms.
+// directory, so the directory is watched, not the file (package dirwatch). Events are coalesced
+// over 100 ms.
 func watchFiles(ctx context.Context, log *slog.Logger, paths []string, reload func()) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watching %v: %w", paths, err)
-	}
 	var dirs []string
 	for _, p := range paths {
-		d := filepath.Dir(p)
-		if slices.Contains(dirs, d) {
-			continue
-		}
-		if err := w.Add(d); err != nil {
-			w.Close()
-			return fmt.Errorf("watching %s: %w", d, err)
-		}
-		dirs = append(dirs, d)
+		dirs = append(dirs, filepath.Dir(p))
+	}
+	triggers, err := dirwatch.Watch(ctx, dirs, dirwatch.Options{
+		Poll:     PollInterval,
+		Debounce: 100 * time.Millisecond,
+		Ignore:   func(ev fsnotify.Event) bool { return ev.Op == fsnotify.Chmod },
+		Log:      log,
+	})
+	if err != nil {
+		return err
 	}
 	go func() {
-		defer w.Close()
-		poll := time.NewTicker(PollInterval)
-		defer poll.Stop()
-		var debounce <-chan time.Time
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if ev.Op == fsnotify.Chmod {
-					continue
-				}
-				debounce = time.After(100 * time.Millisecond)
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				log.Warn("file watch error", "dirs", dirs, "err", err)
-			case <-debounce:
-				debounce = nil
-				reload()
-			case <-poll.C:
-				reload()
-			}
+		for range triggers { // a change, a poll, or events lost: look again
+			reload()
 		}
 	}()
 	return nil
