@@ -359,8 +359,12 @@ func isHex(c byte) bool {
 // an IP literal or an IPv4 address. An empty Host is valid (RFC 9112 3.2 allows it when the
 // target has no authority).
 func validHost(h []byte) bool {
-	for _, c := range h {
+	for i, c := range h {
 		if !hostChar[c] {
+			return false
+		}
+		// pct-encoded = "%" HEXDIG HEXDIG
+		if c == '%' && (i+2 >= len(h) || !isHex(h[i+1]) || !isHex(h[i+2])) {
 			return false
 		}
 	}
