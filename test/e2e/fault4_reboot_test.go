@@ -79,4 +79,7 @@ func TestFaultNodeReboot(t *testing.T) {
 	l, _ := e.kube.CoreV1().Pods(ns).List(ctx(t), metav1.ListOptions{})
 	figures(t, "%d injected pods; node booted in %v (conflist written by the primary without our entry: %v); agent %s ready %v after the power loss; all %d Running and captured %v after it (%d captured at ADD, %d by repair); check exit 0; %d pods in the namespace",
 		n, booted.Round(time.Millisecond), !entryAtBoot, agentName, agentBack.Round(time.Millisecond), n, all.Round(time.Millisecond), n-repaired, repaired, len(l.Items))
+	// The boot restarted the injector too: leave the node as the next test expects it, with
+	// the API server reaching the webhook again.
+	e.waitWebhookServes(t, ns)
 }

@@ -54,6 +54,7 @@ func TestFaultStateDirUnwritable(t *testing.T) {
 				}
 			}
 			ns := e.namespace(t, "e2e-state-"+c.name, true, false)
+			e.waitWebhookServes(t, ns) // the injector may have restarted with an earlier fault
 			start := time.Now()
 			p := e.createPod(t, clientPod(ns, "s", podOpts{}))
 			var msg string

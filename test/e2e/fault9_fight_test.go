@@ -35,6 +35,7 @@ func TestFaultFightingPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := e.namespace(t, "e2e-fight", true, false)
+	e.waitWebhookServes(t, ns) // the injector may have restarted with an earlier fault
 	writes := agentMetricSum(t, "sidelane_agent_install_writes_total")
 	fightsBefore := agentMetricSum(t, "sidelane_agent_install_fights_total")
 
