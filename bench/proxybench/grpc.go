@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -65,25 +64,11 @@ type grpcRound struct {
 
 // RunGRPC runs the gRPC benchmark (root needed).
 func RunGRPC(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error) {
-	work := cfg.WorkDir
-	if work == "" {
-		d, err := os.MkdirTemp("", "proxybench-grpc-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		work = d
-	}
-	rt, err := os.MkdirTemp("", "proxybench-grpc-rt-")
+	e, done, err := newEnv(cfg.WorkDir, "proxybench-grpc")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(rt)
-	if err := os.Chmod(rt, 0o755); err != nil {
-		return nil, err
-	}
-	e := &env{work: work, rt: rt, procs: map[string]*exec.Cmd{}}
-	defer e.close()
+	defer done()
 	if err := e.setupGRPC(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("grpc bench setup: %w", err)
 	}
@@ -156,7 +141,7 @@ func RunGRPC(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, er
 			res[t] = append(res[t], gr)
 		}
 	}
-	if err := writeJSONFile(filepath.Join(work, "proxybench-grpc.json"), res); err != nil {
+	if err := writeJSONFile(filepath.Join(e.work, "proxybench-grpc.json"), res); err != nil {
 		return nil, err
 	}
 	return grpcRows(res), nil

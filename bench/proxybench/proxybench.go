@@ -78,29 +78,11 @@ type env struct {
 
 // Run runs the proxy benchmark (root needed).
 func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error) {
-	work := cfg.WorkDir
-	if work == "" {
-		d, err := os.MkdirTemp("", "proxybench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		work = d
-	}
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, err
-	}
-	// Files the proxies (uid 1337) read live in a directory of their own that they can reach.
-	rt, err := os.MkdirTemp("", "proxybench-rt-")
+	e, done, err := newEnv(cfg.WorkDir, "proxybench")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(rt)
-	if err := os.Chmod(rt, 0o755); err != nil {
-		return nil, err
-	}
-	e := &env{work: work, rt: rt, procs: map[string]*exec.Cmd{}}
-	defer e.close()
+	defer done()
 	if err := e.setup(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("proxy bench setup: %w", err)
 	}
@@ -146,7 +128,7 @@ func Run(ctx context.Context, cfg benchreport.Config) ([]benchreport.Row, error)
 	}
 	res.rounds = len(res.sat[tDirect])
 	rows := res.rows()
-	if err := res.writeJSON(filepath.Join(work, "proxybench-latency.json")); err != nil {
+	if err := res.writeJSON(filepath.Join(e.work, "proxybench-latency.json")); err != nil {
 		return rows, err
 	}
 	return rows, nil
@@ -264,6 +246,45 @@ frontend fe
 backend be
 	server orig 0.0.0.0:0
 `
+
+// newEnv makes a benchmark environment: its work directory (work, or a temporary one named
+// after prefix) and the directory of files the proxies (uid 1337) read, which they can reach.
+// done closes the environment and removes what newEnv created.
+func newEnv(work, prefix string) (e *env, done func(), err error) {
+	var cleanup []func()
+	done = func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			done()
+		}
+	}()
+	if work == "" {
+		d, err := os.MkdirTemp("", prefix+"-")
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanup = append(cleanup, func() { os.RemoveAll(d) })
+		work = d
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return nil, nil, err
+	}
+	rt, err := os.MkdirTemp("", prefix+"-rt-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup = append(cleanup, func() { os.RemoveAll(rt) })
+	if err := os.Chmod(rt, 0o755); err != nil {
+		return nil, nil, err
+	}
+	e = &env{work: work, rt: rt, procs: map[string]*exec.Cmd{}}
+	cleanup = append(cleanup, e.close)
+	return e, done, nil
+}
 
 // newNetns creates the benchmark's network namespace (name prefix-<pid>) with loopback up and
 // the nftables ruleset in it.

@@ -112,9 +112,15 @@ func (l *accessLog) write(e *entry) {
 		b = append(b, `,"grpc_message":`...)
 		b = appendJSONString(b, []byte(e.grpcMessage))
 	}
-	if e.err != "" {
+	l.endLine(b, e.err)
+}
+
+// endLine ends the line in b (with its "error" field when err is set), buffers it, keeps b
+// for the next line and releases the log, which the line's writer locked.
+func (l *accessLog) endLine(b []byte, err string) {
+	if err != "" {
 		b = append(b, `,"error":`...)
-		b = appendJSONString(b, []byte(e.err))
+		b = appendJSONString(b, []byte(err))
 	}
 	b = append(b, "}\n"...)
 	l.w.Write(b)

@@ -213,12 +213,5 @@ func (l *accessLog) writeTLS(e *tlsEntry) {
 	b = appendJSONString(b, []byte(e.hello.ServerName))
 	b = append(b, `,"tls_alpn":`...)
 	b = appendJSONString(b, []byte(strings.Join(e.hello.ALPN, ",")))
-	if e.err != "" {
-		b = append(b, `,"error":`...)
-		b = appendJSONString(b, []byte(e.err))
-	}
-	b = append(b, "}\n"...)
-	l.w.Write(b)
-	l.line = b
-	l.mu.Unlock()
+	l.endLine(b, e.err)
 }
