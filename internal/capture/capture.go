@@ -2,7 +2,8 @@
 // reads it back. The caller enters the pod's network namespace first (InNetns).
 //
 // Two backends implement the same semantics:
-//   - "nftables" (also "auto"): native nftables over netlink (github.com/google/nftables), tables
+//   - "nftables" (also "auto"): native nftables over netlink (our transaction, nftbatch.go; rule
+//     expressions and read-back through github.com/google/nftables), tables
 //     contract.NFTablesTableName in families ip and ip6, replaced in one atomic transaction; no
 //     host binaries needed.
 //   - "iptables": iptables-restore / ip6tables-restore (nat table, --noflush) with the host's

@@ -111,40 +111,28 @@ func (b *NFTables) presentTables() ([]rules.Family, error) {
 // delete, add); in the others it is created exclusively. Tables of families rs does not cover
 // are deleted when present.
 func (b *NFTables) applyBatch(rs rules.Ruleset, present []rules.Family) error {
-	return transact(func(c *nftables.Conn) error { return b.buildApply(c, rs, present) })
+	var tx nftBatch
+	if err := b.buildApply(&tx, rs, present); err != nil {
+		return err
+	}
+	return tx.send()
 }
 
-func (b *NFTables) buildApply(c *nftables.Conn, rs rules.Ruleset, present []rules.Family) error {
+func (b *NFTables) buildApply(tx *nftBatch, rs rules.Ruleset, present []rules.Family) error {
+	const table = contract.NFTablesTableName
 	for _, f := range allFamilies {
-		t := &nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)}
+		fam := byte(tableFamily(f))
 		if slices.Contains(present, f) {
-			c.AddTable(t)
-			c.DelTable(t)
+			tx.addTable(fam, table, false)
+			tx.delTable(fam, table)
 		}
 		if !rs.Has(f) {
 			continue
 		}
-		t = &nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)}
-		if slices.Contains(present, f) {
-			c.AddTable(t)
-		} else {
-			c.CreateTable(t)
-		}
+		tx.addTable(fam, table, !slices.Contains(present, f))
 		desc := rs.NFT(f)
-		chains := map[string]*nftables.Chain{}
 		for _, ch := range desc.Chains {
-			nc := &nftables.Chain{Name: ch.Name, Table: t}
-			if ch.Hook != "" {
-				nc.Type = nftables.ChainType(ch.Type)
-				nc.Hooknum = hookOf(ch.Hook)
-				nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(ch.Priority))
-				policy := nftables.ChainPolicyAccept
-				if ch.Policy == "drop" {
-					policy = nftables.ChainPolicyDrop
-				}
-				nc.Policy = &policy
-			}
-			chains[ch.Name] = c.AddChain(nc)
+			tx.addChain(fam, table, ch)
 		}
 		for _, ch := range desc.Chains {
 			for _, r := range ch.Rules {
@@ -152,13 +140,12 @@ func (b *NFTables) buildApply(c *nftables.Conn, rs rules.Ruleset, present []rule
 				if err != nil {
 					return fmt.Errorf("chain %s: %w", ch.Name, err)
 				}
-				c.AddRule(&nftables.Rule{Table: t, Chain: chains[ch.Name], Exprs: exprs,
-					UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment)})
+				tx.addRule(fam, table, ch.Name, exprs, userdata.AppendString(nil, userdata.TypeComment, r.Comment))
 			}
 		}
 		if b.breakApply {
-			c.AddRule(&nftables.Rule{Table: t, Chain: chains[rules.ChainOutbound],
-				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"}}})
+			tx.addRule(fam, table, rules.ChainOutbound,
+				[]expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"}}, nil)
 		}
 	}
 	return nil
@@ -166,15 +153,13 @@ func (b *NFTables) buildApply(c *nftables.Conn, rs rules.Ruleset, present []rule
 
 // Remove deletes our tables of both families in one transaction; it succeeds when none exist.
 func (b *NFTables) Remove() error {
-	err := transact(func(c *nftables.Conn) error {
-		for _, f := range allFamilies {
-			t := &nftables.Table{Name: contract.NFTablesTableName, Family: tableFamily(f)}
-			c.AddTable(t)
-			c.DelTable(t)
-		}
-		return nil
-	})
-	if err != nil {
+	var tx nftBatch
+	for _, f := range allFamilies {
+		fam := byte(tableFamily(f))
+		tx.addTable(fam, contract.NFTablesTableName, false)
+		tx.delTable(fam, contract.NFTablesTableName)
+	}
+	if err := tx.send(); err != nil {
 		return fmt.Errorf("nftables remove: %w", err)
 	}
 	return nil

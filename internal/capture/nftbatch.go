@@ -6,77 +6,196 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/sidelane/sidelane/internal/rules"
 )
 
-// transact builds one nftables transaction with build and sends it to the kernel of the
-// calling thread's network namespace, atomically.
+// nftBatch is one nftables transaction, built as the netlink messages the kernel reads
+// (NFT_MSG_NEWTABLE, DELTABLE, NEWCHAIN and NEWRULE between NFNL_MSG_BATCH_BEGIN and
+// BATCH_END) and sent with send. The expressions of rules are marshalled by
+// github.com/google/nftables/expr; the messages around them are ours, because the library's
+// Conn.Flush asks the kernel to acknowledge every message and reads the acknowledgements one
+// by one, which for a pod's ~50 messages costs more than the kernel's own work, and the
+// library offers no other way to send what it built.
 //
-// github.com/google/nftables builds the messages, but its Flush asks the kernel to
-// acknowledge every message and then reads the acknowledgements one by one; for a pod's ~50
-// messages that costs more than the kernel's own work. So the connection's dial hook (the
-// library's only way to reach the marshalled batch) hands the batch to sendBatch, which sends
-// it on a netlink socket of its own with a single acknowledgement request, on the last
-// message; the kernel reports any failing message regardless, and then applies nothing.
-func transact(build func(c *nftables.Conn) error) error {
-	var sendErr error
-	sent := false
-	c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
-		if req != nil && !sent {
-			sent = true
-			sendErr = sendBatch(req)
-		}
-		// The library waits for one acknowledgement per message: give it success; the
-		// transaction's real outcome is sendErr.
-		return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 20)}}, nil
-	}))
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if err := build(c); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if !sent {
-		return errors.New("nftables: the transaction was never sent")
-	}
-	return sendErr
+// The zero value is an empty batch. The first error of a builder method is kept and returned
+// by send, which then sends nothing.
+type nftBatch struct {
+	buf  []byte // the messages after BATCH_BEGIN, each with its header
+	msgs int    // how many messages buf holds
+	err  error
 }
 
-// sendBatch sends a batch (BATCH_BEGIN, messages, BATCH_END) in one write on a netlink socket
-// of the calling thread's network namespace and waits for the kernel's verdict: the
-// acknowledgement of the last message, or the error of the first failing one.
+// Flags of the messages: every message is a request; tables and chains are created (a table
+// exclusively when asked), rules appended.
+const (
+	nlmRequest = unix.NLM_F_REQUEST
+	nlmCreate  = unix.NLM_F_CREATE
+	nlmExcl    = unix.NLM_F_EXCL
+	nlmAppend  = unix.NLM_F_APPEND
+)
+
+// Values of linux/netfilter.h and linux/netfilter/nfnetlink.h that x/sys/unix lacks.
+const (
+	nfDrop         = 0 // NF_DROP, a base chain's policy
+	nfAccept       = 1 // NF_ACCEPT
+	sizeofNfgenmsg = 4 // struct nfgenmsg: family, version, resource id
+)
+
+// addTable adds table name of family fam; with exclusive the kernel fails the transaction
+// (EEXIST) when the table already exists, otherwise adding an existing table changes nothing.
+func (b *nftBatch) addTable(fam byte, name string, exclusive bool) {
+	flags := uint16(nlmRequest | nlmCreate)
+	if exclusive {
+		flags = nlmRequest | nlmExcl
+	}
+	b.add(unix.NFT_MSG_NEWTABLE, flags, fam, tableAttrs(name))
+}
+
+// delTable deletes table name of family fam with every chain and rule in it; the kernel fails
+// the transaction (ENOENT) when there is no such table.
+func (b *nftBatch) delTable(fam byte, name string) {
+	b.add(unix.NFT_MSG_DELTABLE, nlmRequest, fam, tableAttrs(name))
+}
+
+func tableAttrs(name string) func(ae *netlink.AttributeEncoder) {
+	return func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_TABLE_NAME, name)
+		ae.Uint32(unix.NFTA_TABLE_FLAGS, 0)
+	}
+}
+
+// addChain adds chain ch (without its rules) to table of family fam. A chain with a Hook is a
+// base chain: its hook, priority, policy and type are sent too.
+func (b *nftBatch) addChain(fam byte, table string, ch rules.NFTChain) {
+	b.add(unix.NFT_MSG_NEWCHAIN, nlmRequest|nlmCreate, fam, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_CHAIN_TABLE, table)
+		ae.String(unix.NFTA_CHAIN_NAME, ch.Name)
+		if ch.Hook == "" {
+			return
+		}
+		ae.Nested(unix.NFTA_CHAIN_HOOK, func(nae *netlink.AttributeEncoder) error {
+			nae.Uint32(unix.NFTA_HOOK_HOOKNUM, hookNum(ch.Hook))
+			nae.Uint32(unix.NFTA_HOOK_PRIORITY, uint32(int32(ch.Priority)))
+			return nil
+		})
+		policy := uint32(nfAccept)
+		if ch.Policy == "drop" {
+			policy = nfDrop
+		}
+		ae.Uint32(unix.NFTA_CHAIN_POLICY, policy)
+		ae.String(unix.NFTA_CHAIN_TYPE, ch.Type)
+	})
+}
+
+// hookNum is the netfilter hook of an NFTChain's Hook: "output" or "prerouting".
+func hookNum(h string) uint32 {
+	if h == "output" {
+		return unix.NF_INET_LOCAL_OUT
+	}
+	return unix.NF_INET_PRE_ROUTING
+}
+
+// addRule appends a rule of exprs, with userData (NFTA_RULE_USERDATA, nil for none), to chain
+// of table of family fam.
+func (b *nftBatch) addRule(fam byte, table, chain string, exprs []expr.Any, userData []byte) {
+	b.add(unix.NFT_MSG_NEWRULE, nlmRequest|nlmCreate|nlmAppend, fam, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		ae.String(unix.NFTA_RULE_CHAIN, chain)
+		ae.Nested(unix.NFTA_RULE_EXPRESSIONS, func(nae *netlink.AttributeEncoder) error {
+			for _, e := range exprs {
+				data, err := expr.Marshal(fam, e)
+				if err != nil {
+					return fmt.Errorf("rule expression %T: %w", e, err)
+				}
+				// expr.Marshal returns the element's attributes (name and data).
+				nae.Bytes(unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM, data)
+			}
+			return nil
+		})
+		if userData != nil {
+			ae.Bytes(unix.NFTA_RULE_USERDATA, userData)
+		}
+	})
+}
+
+// add appends one message of nftables message type typ with the nfgenmsg header of family fam
+// and the attributes attrs encodes.
+func (b *nftBatch) add(typ uint16, flags uint16, fam byte, attrs func(ae *netlink.AttributeEncoder)) {
+	if b.err != nil {
+		return
+	}
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	attrs(ae)
+	data, err := ae.Encode()
+	if err != nil {
+		b.err = fmt.Errorf("nftables: encode message %d: %w", b.msgs+1, err)
+		return
+	}
+	b.buf = appendNFMsg(b.buf, unix.NFNL_SUBSYS_NFTABLES<<8|typ, flags, fam, 0, data)
+	b.msgs++
+}
+
+// appendNFMsg appends to buf a netlink message of type typ and flags whose payload is an
+// nfgenmsg (family fam, version 0, resource id resID) followed by data, padded to alignment.
+// Sequence numbers are set by send.
+func appendNFMsg(buf []byte, typ, flags uint16, fam byte, resID uint16, data []byte) []byte {
+	l := unix.NLMSG_HDRLEN + sizeofNfgenmsg + len(data)
+	start := len(buf)
+	buf = append(buf, make([]byte, nlmsgAlign(l))...)
+	m := buf[start:]
+	binary.NativeEndian.PutUint32(m[0:4], uint32(nlmsgAlign(l)))
+	binary.NativeEndian.PutUint16(m[4:6], typ)
+	binary.NativeEndian.PutUint16(m[6:8], flags)
+	m[16] = fam
+	m[17] = unix.NFNETLINK_V0
+	binary.BigEndian.PutUint16(m[18:20], resID)
+	copy(m[20:], data)
+	return buf
+}
+
+// marshal returns the whole transaction as one buffer: BATCH_BEGIN, the messages numbered
+// 2.. with an acknowledgement requested on the last one only, BATCH_END. It also returns
+// the sequence number of the last message, whose acknowledgement is the kernel's "applied".
+func (b *nftBatch) marshal() (buf []byte, last uint32, err error) {
+	if b.err != nil {
+		return nil, 0, b.err
+	}
+	if b.msgs == 0 {
+		return nil, 0, errors.New("nftables: an empty transaction")
+	}
+	buf = appendNFMsg(make([]byte, 0, len(b.buf)+2*32), unix.NFNL_MSG_BATCH_BEGIN, nlmRequest, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)
+	buf = append(buf, b.buf...)
+	buf = appendNFMsg(buf, unix.NFNL_MSG_BATCH_END, nlmRequest, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)
+	seq := uint32(0)
+	for m := buf; len(m) > 0; {
+		seq++
+		binary.NativeEndian.PutUint32(m[8:12], seq)
+		l := int(binary.NativeEndian.Uint32(m[0:4]))
+		if int(seq) == b.msgs+1 { // the last message before BATCH_END
+			binary.NativeEndian.PutUint16(m[6:8], binary.NativeEndian.Uint16(m[6:8])|unix.NLM_F_ACK)
+		}
+		m = m[l:]
+	}
+	return buf, uint32(b.msgs + 1), nil
+}
+
+// send applies the transaction to the kernel of the calling thread's network namespace and
+// waits for its verdict. The kernel applies all of it or, when any message fails, none of it.
 //
 // The socket is used with plain blocking system calls on the calling thread: the netlink
 // library's socket goes through the runtime's poller and starts a goroutine per call to watch
 // its context, and on a thread locked into a pod's namespace every such hand-off parks the
 // thread and wakes another one, which cost more than the kernel's whole transaction.
-func sendBatch(req []netlink.Message) error {
-	if len(req) < 3 {
-		return fmt.Errorf("nftables: a batch of %d messages has nothing in it", len(req))
+func (b *nftBatch) send() error {
+	buf, last, err := b.marshal()
+	if err != nil {
+		return err
 	}
-	var buf []byte
-	for i := range req {
-		m := req[i]
-		m.Header.Flags &^= netlink.Acknowledge
-		if i == len(req)-2 {
-			m.Header.Flags |= netlink.Acknowledge
-		}
-		m.Header.Sequence = uint32(i + 1)
-		m.Header.PID = 0
-		m.Header.Length = uint32(nlmsgAlign(unix.NLMSG_HDRLEN + len(m.Data)))
-		b, err := m.MarshalBinary()
-		if err != nil {
-			return fmt.Errorf("nftables: marshal message %d: %w", i, err)
-		}
-		buf = append(buf, b...)
-	}
-	last := uint32(len(req) - 1) // sequence of the last message before BATCH_END
-
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
 		return fmt.Errorf("nftables: netlink socket: %w", err)
