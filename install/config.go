@@ -34,7 +34,7 @@ type Config struct {
 	// SourceBinary is the sidelane-cni binary to copy into CNIBinDir. Empty: no binary is
 	// copied (and none is removed on uninstall).
 	SourceBinary string
-	// ConfName, when set (CNI_CONF_NAME), names the primary config file in CNIConfDir instead
+	// ConfName, when set (the agent's --cni-conf-name), names the primary config file in CNIConfDir instead
 	// of choosing the first valid file in lexical order.
 	ConfName string
 	// PluginConfig is our entry in the primary conflist. "type" defaults to sidelane-cni; the

@@ -128,7 +128,7 @@ func TestInstallUninstallGolden(t *testing.T) {
 		{dir: "several", primary: "05-cilium.conflist"},
 		{dir: "several-override", confName: "10-calico.conflist", primary: "10-calico.conflist"},
 		{dir: "broken", primary: "10-calico.conflist"},
-		{dir: "broken-chosen", confName: "05-broken.conflist", wantErr: "CNI_CONF_NAME 05-broken.conflist is invalid"},
+		{dir: "broken-chosen", confName: "05-broken.conflist", wantErr: "the named primary (--cni-conf-name) 05-broken.conflist is invalid"},
 		{dir: "existing-entry", primary: "10-calico.conflist"},
 	}
 	for _, tc := range cases {

@@ -73,14 +73,14 @@ func choosePrimary(cfg Config, st *state, now time.Time) (*primary, []skippedFil
 			return p, skipped, nil
 		}
 		if errors.Is(err, fs.ErrNotExist) && cfg.ConfName != "" {
-			return nil, skipped, fmt.Errorf("%w: CNI_CONF_NAME %s does not exist in %s", ErrNoPrimary, cfg.ConfName, cfg.CNIConfDir)
+			return nil, skipped, fmt.Errorf("%w: the named primary (--cni-conf-name) %s does not exist in %s", ErrNoPrimary, cfg.ConfName, cfg.CNIConfDir)
 		}
 		if st, serr := os.Stat(path); serr == nil && (st.Size() == 0 || now.Sub(st.ModTime()) < settleTime) {
 			return nil, skipped, fmt.Errorf("%w: %s: %v", errInFlux, filepath.Base(path), err)
 		}
 		skipped = append(skipped, skippedFile{Path: path, Err: err})
 		if cfg.ConfName != "" {
-			return nil, skipped, fmt.Errorf("%w: CNI_CONF_NAME %s is invalid: %v", ErrNoPrimary, cfg.ConfName, err)
+			return nil, skipped, fmt.Errorf("%w: the named primary (--cni-conf-name) %s is invalid: %v", ErrNoPrimary, cfg.ConfName, err)
 		}
 	}
 	suffix := ""

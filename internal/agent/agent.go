@@ -77,7 +77,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Node == "" {
-		return errors.New("node name is required (--node-name or NODE_NAME)")
+		return errors.New("node name is required (--node-name)")
 	}
 	store, err := record.Open(cfg.StateDir, cfg.MaxRecords)
 	if err != nil {

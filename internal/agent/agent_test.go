@@ -48,7 +48,7 @@ func TestRunFlags(t *testing.T) {
 		{args: []string{"--node-name=n1", "--tls=maybe"}, wantErr: `--tls "maybe"`},
 		{args: []string{"--node-name=n1", "--on-exit=sometimes"}, wantErr: `--on-exit "sometimes"`},
 	} {
-		t.Setenv("NODE_NAME", "")
+		t.Setenv("SIDELANE_AGENT_NODE_NAME", "")
 		cfg, err := RunFlags(tc.args, io.Discard)
 		if tc.wantErr == "" {
 			if err != nil {
@@ -62,13 +62,24 @@ func TestRunFlags(t *testing.T) {
 			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.wantErr)
 		}
 	}
-	t.Setenv("NODE_NAME", "from-env")
-	t.Setenv("NODE_IP", "192.0.2.7")
+	// The DaemonSet sets the node's name and IP from the downward API as SIDELANE_AGENT_*;
+	// the node IP makes the default listen addresses, an explicit --listen wins.
+	t.Setenv("SIDELANE_AGENT_NODE_NAME", "from-env")
+	t.Setenv("SIDELANE_AGENT_NODE_IP", "192.0.2.7")
 	cfg, err := RunFlags(nil, io.Discard)
 	if err != nil || cfg.Node != "from-env" || strings.Join(cfg.Listen, ",") != "127.0.0.1:15080,192.0.2.7:15080" {
 		t.Errorf("env: %+v %v", cfg, err)
 	}
-	// Every flag also reads SIDELANE_AGENT_<FLAG> (over the older names); the command line wins.
+	if cfg, err := RunFlags([]string{"--listen=127.0.0.1:9"}, io.Discard); err != nil || strings.Join(cfg.Listen, ",") != "127.0.0.1:9" {
+		t.Errorf("explicit --listen with a node IP: %+v %v", cfg.Listen, err)
+	}
+	// The environment names of other installers are not read: one binder, one name per flag.
+	t.Setenv("NODE_NAME", "legacy")
+	t.Setenv("CNI_CONF_DIR", "/legacy")
+	if cfg, err := RunFlags(nil, io.Discard); err != nil || cfg.Node != "from-env" || cfg.Install.CNIConfDir != contract.DefaultCNIConfDir {
+		t.Errorf("legacy names: node %q conf dir %q %v", cfg.Node, cfg.Install.CNIConfDir, err)
+	}
+	// Every flag reads SIDELANE_AGENT_<FLAG>; the command line wins.
 	t.Setenv("SIDELANE_AGENT_NODE_NAME", "from-sidelane-env")
 	t.Setenv("SIDELANE_AGENT_REPAIR_MODE", "off")
 	cfg, err = RunFlags([]string{"--repair-mode=delete"}, io.Discard)
@@ -294,7 +305,7 @@ func TestExitMode(t *testing.T) {
 		{"daemonset deleted", "auto", []runtime.Object{self}, "agent-x", install.RemoveAll, "deleted"},
 		{"daemonset being deleted", "auto", []runtime.Object{self, deleting}, "agent-x", install.RemoveAll, "being deleted"},
 		{"daemonset replaced", "auto", []runtime.Object{self, replaced}, "agent-x", install.RemoveAll, "replaced"},
-		{"own pod unknown", "auto", []runtime.Object{self, ds}, "", install.RemoveAll, "POD_NAME"},
+		{"own pod unknown", "auto", []runtime.Object{self, ds}, "", install.RemoveAll, "--pod-name"},
 		{"own pod gone", "auto", []runtime.Object{ds}, "agent-x", install.RemoveAll, "not found"},
 		{"forced uninstall", "uninstall", []runtime.Object{self, ds}, "agent-x", install.RemoveAll, "--on-exit=uninstall"},
 		{"forced keep", "keep", nil, "agent-x", install.KeepForUpgrade, "--on-exit=keep"},

@@ -31,25 +31,15 @@ commands:
 Run 'sidelane-agent <command> -h' for the flags of a command.
 `
 
-// envOr reads the environment variables the agent took before package flagenv (the CNI_*
-// names of the peers' installers, the downward API's NODE_NAME...): they still give defaults,
-// which SIDELANE_AGENT_* and then the command line override.
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
 // installFlags are the flags shared by run, install and uninstall.
 type installFlags struct {
 	confDir, binDir, binary, confName, stateDir string
 }
 
 func (f *installFlags) register(fs *flag.FlagSet, withBinary bool) {
-	fs.StringVar(&f.confDir, "cni-conf-dir", envOr("CNI_CONF_DIR", contract.DefaultCNIConfDir), "host CNI configuration directory (env CNI_CONF_DIR)")
-	fs.StringVar(&f.binDir, "cni-bin-dir", envOr("CNI_BIN_DIR", contract.DefaultCNIBinDir), "host CNI binary directory (env CNI_BIN_DIR)")
-	fs.StringVar(&f.confName, "cni-conf-name", os.Getenv("CNI_CONF_NAME"), "primary conflist file name (env CNI_CONF_NAME; default: the first in lexical order)")
+	fs.StringVar(&f.confDir, "cni-conf-dir", contract.DefaultCNIConfDir, "host CNI configuration directory")
+	fs.StringVar(&f.binDir, "cni-bin-dir", contract.DefaultCNIBinDir, "host CNI binary directory")
+	fs.StringVar(&f.confName, "cni-conf-name", "", "primary conflist file name (default: the first in lexical order)")
 	fs.StringVar(&f.stateDir, "install-state-dir", install.DefaultStateDir, "directory of the install state (the primary's original bytes)")
 	if withBinary {
 		def := ""
@@ -58,7 +48,7 @@ func (f *installFlags) register(fs *flag.FlagSet, withBinary bool) {
 				def = p
 			}
 		}
-		fs.StringVar(&f.binary, "plugin-binary", envOr("PLUGIN_BINARY", def), "sidelane-cni binary to copy into the CNI bin dir (default: next to this binary)")
+		fs.StringVar(&f.binary, "plugin-binary", def, "sidelane-cni binary to copy into the CNI bin dir (default: next to this binary)")
 	}
 }
 
@@ -174,15 +164,12 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	var f installFlags
 	f.register(fs, true)
 	var cfg Config
-	var mode, excluded, logLevel, listen string
-	fs.StringVar(&cfg.Node, "node-name", os.Getenv("NODE_NAME"), "this node's name (env NODE_NAME, from the downward API)")
-	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the agent (default: in-cluster)")
+	var mode, excluded, logLevel, listen, nodeIP string
+	fs.StringVar(&cfg.Node, "node-name", "", "this node's name (the DaemonSet sets it from the downward API)")
+	fs.StringVar(&nodeIP, "node-ip", "", "this node's IP (the DaemonSet sets it from the downward API): the default of --listen")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of the agent (default: in-cluster)")
 	fs.StringVar(&cfg.Socket, "socket", contract.DefaultAgentSocket, "unix socket of the API (the plugin's agent_socket); its directory is made 0700")
-	defListen := ":" + fmt.Sprint(contract.AgentPort)
-	if ip := os.Getenv("NODE_IP"); ip != "" {
-		defListen = DefaultListen("127.0.0.1") + "," + DefaultListen(ip)
-	}
-	fs.StringVar(&listen, "listen", defListen, `comma-separated TCP addresses of the authenticated API (default 127.0.0.1:15080,$NODE_IP:15080 when NODE_IP is set, else :15080; loopback is where port-forwards arrive; "off" disables it)`)
+	fs.StringVar(&listen, "listen", "", `comma-separated TCP addresses of the authenticated API (default 127.0.0.1:15080,<node-ip>:15080 with --node-ip, else :15080; loopback is where port-forwards arrive; "off" disables it)`)
 	tlsMode := fs.String("tls", "off", "TLS of the non-loopback TCP listeners: off or self-signed (a certificate made at start; loopback stays plain HTTP for port-forwards)")
 	fs.StringVar(&cfg.StateDir, "state-dir", contract.AgentStateDir, "directory of the pod record")
 	fs.StringVar(&cfg.ProcRoot, "proc", "/proc", "the host's /proc (the agent runs with hostPID)")
@@ -193,11 +180,11 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&excluded, "exclude-namespaces", strings.Join(contract.DefaultExcludeNamespaces, ","), "namespaces never captured (comma-separated)")
 	upgrade := fs.Bool("upgrade", false, "same as --on-exit=keep")
 	fs.StringVar(&cfg.OnExit, "on-exit", OnExitAuto, "when the agent stops: auto (uninstall only when its DaemonSet is gone or being deleted), uninstall, or keep")
-	fs.StringVar(&cfg.PodNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "the agent's own pod namespace (env POD_NAMESPACE), for --on-exit=auto")
-	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "the agent's own pod name (env POD_NAME), for --on-exit=auto")
+	fs.StringVar(&cfg.PodNamespace, "pod-namespace", "", "the agent's own pod namespace (from the downward API), for --on-exit=auto")
+	fs.StringVar(&cfg.PodName, "pod-name", "", "the agent's own pod name (from the downward API), for --on-exit=auto")
 	fs.DurationVar(&cfg.AuthCacheTTL, "auth-cache-ttl", 10*time.Second, "how long token and access review answers are cached")
 	fs.IntVar(&cfg.MaxRecords, "max-records", 0, "bound of the pod record (default 4096)")
-	fs.StringVar(&logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return cfg, err
 	}
@@ -230,7 +217,13 @@ func RunFlags(args []string, stderr io.Writer) (Config, error) {
 		return cfg, usageError{fmt.Errorf("--repair-interval %s: must be at least 1s", cfg.RepairInterval)}
 	}
 	if cfg.Node == "" {
-		return cfg, usageError{errors.New("--node-name (or NODE_NAME) is required")}
+		return cfg, usageError{errors.New("--node-name (or SIDELANE_AGENT_NODE_NAME) is required")}
+	}
+	if listen == "" {
+		listen = DefaultListen("")
+		if nodeIP != "" {
+			listen = DefaultListen("127.0.0.1") + "," + DefaultListen(nodeIP)
+		}
 	}
 	if listen != "off" {
 		for _, a := range strings.Split(listen, ",") {

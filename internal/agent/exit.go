@@ -31,7 +31,7 @@ func exitMode(ctx context.Context, client kubernetes.Interface, onExit, podNames
 		return install.RemoveAll, "--on-exit=uninstall"
 	}
 	if podNamespace == "" || podName == "" {
-		return install.RemoveAll, "own pod unknown (POD_NAMESPACE/POD_NAME unset)"
+		return install.RemoveAll, "own pod unknown (--pod-namespace/--pod-name unset)"
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
