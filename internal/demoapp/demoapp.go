@@ -12,7 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -49,7 +49,7 @@ func Handler(host string) http.Handler {
 }
 
 // Serve answers HTTP on each of addrs (e.g. ":8080", ":9090") until ctx ends.
-func Serve(ctx context.Context, addrs []string, logger *log.Logger) error {
+func Serve(ctx context.Context, addrs []string, logger *slog.Logger) error {
 	if len(addrs) == 0 {
 		return errors.New("serve: no listen address")
 	}
@@ -66,7 +66,7 @@ func Serve(ctx context.Context, addrs []string, logger *log.Logger) error {
 		}
 		srv := &http.Server{Handler: Handler(host), ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, srv)
-		logger.Printf("serving HTTP on %s as %s", ln.Addr(), host)
+		logger.Info("serving HTTP", "addr", ln.Addr().String(), "host", host)
 		go func() { errc <- srv.Serve(ln) }()
 	}
 	select {
@@ -103,15 +103,15 @@ func Get(ctx context.Context, client *http.Client, url string) (int, []byte, err
 
 // Loop calls url every interval until ctx ends, logging one line per call. Failures are
 // logged, not fatal: the client keeps trying (servers come and go).
-func Loop(ctx context.Context, client *http.Client, url string, interval time.Duration, logger *log.Logger) {
+func Loop(ctx context.Context, client *http.Client, url string, interval time.Duration, logger *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		code, body, err := Get(ctx, client, url)
 		if err != nil {
-			logger.Printf("GET %s: error: %v", url, err)
+			logger.Warn("GET failed", "url", url, "err", err)
 		} else {
-			logger.Printf("GET %s -> %d %s", url, code, trimNewline(body))
+			logger.Info("GET", "url", url, "status", code, "body", trimNewline(body))
 		}
 		select {
 		case <-ctx.Done():

@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,15 +27,16 @@ func freeAddr(t *testing.T) string {
 func TestServeAndGet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := freeAddr(t)
-	var logs bytes.Buffer
+	logs, logger := newLogRecords()
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, []string{addr}, log.New(&logs, "", 0)) }()
+	go func() { done <- Serve(ctx, []string{addr}, logger) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	logs.waitFor(t, "serving HTTP", addr)
 	client := &http.Client{Timeout: 5 * time.Second}
 	tests := []struct {
 		path     string
@@ -59,17 +60,7 @@ func TestServeAndGet(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
-			var code int
-			var body []byte
-			var err error
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				code, body, err = Get(ctx, client, "http://"+addr+tc.path)
-				if err == nil || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			code, body, err := Get(ctx, client, "http://"+addr+tc.path)
 			if err != nil {
 				t.Fatalf("Get: %v", err)
 			}
@@ -82,10 +73,10 @@ func TestServeAndGet(t *testing.T) {
 }
 
 func TestServeErrors(t *testing.T) {
-	if err := Serve(context.Background(), nil, log.New(&bytes.Buffer{}, "", 0)); err == nil {
+	if err := Serve(context.Background(), nil, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))); err == nil {
 		t.Error("Serve with no address succeeded")
 	}
-	err := Serve(context.Background(), []string{"127.0.0.1:notaport"}, log.New(&bytes.Buffer{}, "", 0))
+	err := Serve(context.Background(), []string{"127.0.0.1:notaport"}, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:notaport") {
 		t.Errorf("Serve on a bad address: %v, want an error naming the address", err)
 	}
@@ -102,22 +93,19 @@ func TestGetError(t *testing.T) {
 func TestLoopLogsEachCall(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := freeAddr(t)
-	go Serve(ctx, []string{addr}, log.New(&bytes.Buffer{}, "", 0))
+	serveLogs, serveLogger := newLogRecords()
+	go Serve(ctx, []string{addr}, serveLogger)
 	defer cancel()
-	var mu lockedBuffer
+	serveLogs.waitFor(t, "serving HTTP", addr)
+	logs, logger := newLogRecords()
 	lctx, lcancel := context.WithCancel(ctx)
 	loopDone := make(chan struct{})
 	go func() {
-		Loop(lctx, &http.Client{Timeout: 2 * time.Second}, "http://"+addr+"/x", 20*time.Millisecond, log.New(&mu, "", 0))
+		Loop(lctx, &http.Client{Timeout: 2 * time.Second}, "http://"+addr+"/x", 20*time.Millisecond, logger)
 		close(loopDone)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(mu.String(), "-> 200") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no successful call logged; log:\n%s", mu.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	logs.waitFor(t, "msg=GET", "url=http://"+addr+"/x", "status=200")
+	logs.waitFor(t, "msg=GET", "status=200") // and it goes on calling
 	lcancel()
 	<-loopDone
 }

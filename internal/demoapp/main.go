@@ -6,7 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -21,7 +21,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, usage)
 		return 2
 	}
-	logger := log.New(stdout, "", log.LstdFlags)
+	logger := slog.New(slog.NewTextHandler(stdout, nil))
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -44,7 +44,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return code
 		}
 		if err := Serve(ctx, strings.Split(*listen, ","), logger); err != nil {
-			logger.Print(err)
+			logger.Error("serve", "err", err)
 			return 1
 		}
 	case "get":
