@@ -35,6 +35,7 @@ func TestHTTP2Drain(t *testing.T) {
 	}
 	defer cc.Close()
 	var ok atomic.Int64
+	loaded := make(chan struct{}) // closed at the 100th answered call
 	var mu sync.Mutex
 	var failed []string
 	stop := make(chan struct{})
@@ -51,7 +52,9 @@ func TestHTTP2Drain(t *testing.T) {
 				}
 				_, err := grpcecho.Unary(context.Background(), cc, []byte("x"))
 				if err == nil {
-					ok.Add(1)
+					if ok.Add(1) == 100 {
+						close(loaded)
+					}
 					continue
 				}
 				if strings.Contains(err.Error(), "connection refused") {
@@ -69,9 +72,15 @@ func TestHTTP2Drain(t *testing.T) {
 		_, err := grpcecho.Unary(context.Background(), cc, []byte("sleep:1s"))
 		slow <- err
 	}()
-	<-app.Started
-	for ok.Load() < 100 {
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-app.Started:
+	case err := <-slow:
+		t.Fatalf("the long call ended before it started at the app: %v", err)
+	}
+	select {
+	case <-loaded:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no load: %d calls answered in 30 s", ok.Load())
 	}
 	h.s.Drain()
 	select {

@@ -482,7 +482,10 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestPooledUpstreamClosedIsRetried(t *testing.T) {
-	// An upstream that closes every connection after one response, without saying so.
+	// An upstream that closes every connection after one response, without saying so. Each
+	// next request starts after that close: the pooled connection is dead, and the client
+	// still gets its answer (the connection is discarded, or the request retried on a new one).
+	closed := make(chan struct{}, 1)
 	up := tcpServer(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		for {
@@ -495,6 +498,8 @@ func TestPooledUpstreamClosedIsRetried(t *testing.T) {
 			}
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		c.Close()
+		closed <- struct{}{}
 	})
 	h := startProxy(t, up, nil)
 	cl := client(h.out)
@@ -508,7 +513,11 @@ func TestPooledUpstreamClosedIsRetried(t *testing.T) {
 		if resp.StatusCode != 200 || string(b) != "ok" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
 		}
-		time.Sleep(20 * time.Millisecond) // let the upstream's close arrive: this is the case under test
+		select {
+		case <-closed: // the upstream closed the connection the proxy pooled: the case under test
+		case <-time.After(10 * time.Second):
+			t.Fatal("the upstream did not close its connection")
+		}
 	}
 }
 
