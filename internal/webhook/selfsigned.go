@@ -3,7 +3,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -16,15 +15,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/sidelane/sidelane/internal/selfsigned"
 )
 
 // SelfSigned is a CA made at start and a serving certificate it signed for the injector's
 // Service.
-type SelfSigned struct {
-	CAPEM []byte
-	Cert  tls.Certificate
-}
+type SelfSigned = selfsigned.Pair
 
 // ServiceDNSNames are the names the API server may use to reach service in namespace.
 func ServiceDNSNames(service, namespace string) []string {
@@ -37,31 +34,15 @@ func ServiceDNSNames(service, namespace string) []string {
 }
 
 // NewSelfSigned makes a CA and a serving certificate it signed for <service>.<namespace>.svc
-// (and the shorter and longer forms), both valid from an hour ago (clock skew) until validity from now,
-// with client-go's util/cert (the mechanism of the agent's self-signed TLS too).
+// (and the shorter and longer forms), both valid from an hour ago (clock skew) until validity
+// from now (internal/selfsigned, the mechanism of the agent's self-signed TLS too).
 func NewSelfSigned(service, namespace string, validity time.Duration) (*SelfSigned, error) {
 	if service == "" || namespace == "" {
 		return nil, fmt.Errorf("self-signed certificate: service (%q) and namespace (%q) are required", service, namespace)
 	}
 	names := ServiceDNSNames(service, namespace)
-	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKeyWithOptions(certutil.SelfSignedCertKeyOptions{
-		// util/cert's certificates start an hour ago and last MaxAge from then.
-		Host: names[2], AlternateDNS: []string{names[0], names[1], names[3]}, MaxAge: validity + time.Hour,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("self-signed certificate: %w", err)
-	}
-	// util/cert returns the serving certificate followed by its CA.
-	leafBlock, rest := pem.Decode(certPEM)
-	caBlock, _ := pem.Decode(rest)
-	if leafBlock == nil || caBlock == nil {
-		return nil, errors.New("self-signed certificate: want a certificate and its CA")
-	}
-	cert, err := tls.X509KeyPair(pem.EncodeToMemory(leafBlock), keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("self-signed certificate: %w", err)
-	}
-	return &SelfSigned{CAPEM: pem.EncodeToMemory(caBlock), Cert: cert}, nil
+	// The .svc name is the subject: the one the API server uses.
+	return selfsigned.New([]string{names[2], names[0], names[1], names[3]}, validity)
 }
 
 // MaxBundleCAs bounds the CAs kept in a caBundle. Every injector replica started with
