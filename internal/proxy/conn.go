@@ -414,7 +414,12 @@ const continue100 = "HTTP/1.1 100 Continue\r\n\r\n"
 func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) {
 	start := time.Now()
 	req := &cc.req
-	e := entry{start: start, direction: cc.dir, dst: cc.dst}
+	// The entry lives in the exchange, by value: the exchange's pointers reach the heap (the
+	// connections), and an entry of its own would follow them there.
+	x := exchange{s: s, cc: cc, req: req, resp: &cc.resp, getBuf: getBuf,
+		bodySent: req.Framing == httpcodec.NoBody, upKeep: true}
+	e := &x.e
+	*e = entry{start: start, direction: cc.dir, dst: cc.dst}
 	// Keep what the access log needs: the head buffer is reused for the next request.
 	cc.logBuf = append(cc.logBuf[:0], req.Method...)
 	cc.logBuf = append(cc.logBuf, req.Host...)
@@ -425,209 +430,264 @@ func (s *Server) proxyRequest(cc *clientConn, getBuf func() []byte) (keep bool) 
 		e.duration = time.Since(start)
 		s.m.request(cc.dir, e.method, e.status, e.reqBytes, e.respBytes, e.duration.Seconds())
 		if s.alog != nil {
-			s.alog.write(&e)
+			s.alog.write(e)
 		}
 	}()
 
-	key := poolKey{dst: cc.dst, dir: cc.dir}
-	reqHasBody := req.Framing != httpcodec.NoBody
-	expect := req.ExpectContinue && reqHasBody
-	bodySent, sent100 := !reqHasBody, false
-	sendBody := func(up *upConn) error {
-		n, err := httpcodec.CopyBody(up.bw, cc.br, req.Framing, req.ContentLength, getBuf())
-		e.reqBytes = n
-		var we *httpcodec.WriteError
-		if err != nil && !errors.As(err, &we) {
-			return &clientError{err}
-		}
-		bodySent = err == nil
-		return err
+	if !x.send() {
+		return false
 	}
-	resp := &cc.resp
-	var up *upConn
+	defer x.release()
+	if !x.interims() {
+		return false
+	}
+	resp := x.resp
+	e.status = resp.Status
+	if resp.Status == 101 && !req.Upgrade {
+		x.upKeep = false
+		s.upstreamError(cc, e, errors.New("101 Switching Protocols to a request that asked for no upgrade"))
+		return false
+	}
+	if resp.Status == 101 || string(req.Method) == "CONNECT" && resp.Status/100 == 2 {
+		x.tunnel()
+		return false
+	}
+	return x.respond()
+}
+
+// exchange is one request and its response between a client connection and an upstream
+// connection: the state proxyRequest's steps share.
+type exchange struct {
+	s      *Server
+	cc     *clientConn
+	req    *httpcodec.Request
+	resp   *httpcodec.Response
+	getBuf func() []byte
+	e      entry // the access-log entry and metrics of the request
+
+	up       *upConn // the upstream connection, nil once given back
+	upKeep   bool    // whether release pools up (else closes it)
+	bodySent bool    // the request body (if any) is forwarded whole
+	sent100  bool    // the client was sent a 100 Continue
+}
+
+// release gives the upstream connection back: to the pool when upKeep, else closed.
+func (x *exchange) release() {
+	if x.up == nil {
+		return
+	}
+	x.cc.setUpstream(nil)
+	if x.upKeep {
+		x.s.pool.put(x.up)
+	} else {
+		x.up.close()
+	}
+	x.up = nil
+}
+
+// sendBody forwards the client's request body to the upstream; a failure to read the client
+// is a *clientError, a failure to write the upstream an *httpcodec.WriteError.
+func (x *exchange) sendBody() error {
+	n, err := httpcodec.CopyBody(x.up.bw, x.cc.br, x.req.Framing, x.req.ContentLength, x.getBuf())
+	x.e.reqBytes = n
+	var we *httpcodec.WriteError
+	if err != nil && !errors.As(err, &we) {
+		return &clientError{err}
+	}
+	x.bodySent = err == nil
+	return err
+}
+
+// fail answers the client for err, an error of the client's body or of the upstream.
+func (x *exchange) fail(err error) {
+	var ce *clientError
+	if errors.As(err, &ce) {
+		x.s.clientBodyError(x.cc, &x.e, ce.err)
+	} else {
+		x.s.upstreamError(x.cc, &x.e, err)
+	}
+}
+
+// send writes the request to an upstream connection and reads the response's head into
+// x.resp, retrying once on a new connection when that is safe. It returns false when the
+// exchange is over (the client was answered, the upstream connection closed).
+func (x *exchange) send() bool {
+	s, cc, req := x.s, x.cc, x.req
+	key := poolKey{dst: cc.dst, dir: cc.dir}
+	hasBody := req.Framing != httpcodec.NoBody
+	expect := req.ExpectContinue && hasBody
 	for attempt := 0; ; attempt++ {
-		var err error
-		up, err = s.upstream(key)
+		up, err := s.upstream(key)
 		if err != nil {
-			cc.answer(&e, 502, err)
+			cc.answer(&x.e, 502, err)
 			return false
 		}
+		x.up = up
 		cc.setUpstream(up.c)
 		readBefore := up.tc.nread
 		err = httpcodec.WriteRequestHead(up.bw, req)
-		if err == nil && reqHasBody && !expect {
-			err = sendBody(up)
+		if err == nil && hasBody && !expect {
+			err = x.sendBody()
 		}
 		if err == nil {
 			err = up.bw.Flush()
 		}
 		if err == nil && expect {
-			// Wait a moment for the app's 100 Continue (or final answer); an app that says
-			// nothing gets the body anyway, as curl and Go's client do after their own wait.
-			up.tc.readIdle = s.cfg.ExpectContinueTimeout
-			_, err = up.br.Peek(1)
-			up.tc.readIdle = s.cfg.StreamIdleTimeout
-			if isTimeout(err) {
-				err = nil
-				if _, werr := io.WriteString(cc.bw, continue100); werr == nil && cc.bw.Flush() == nil {
-					sent100 = true
-				}
-				if err = sendBody(up); err == nil {
-					err = up.bw.Flush()
-				}
-			}
+			err = x.awaitContinue()
 		}
 		if err == nil {
-			cc.respHead, err = httpcodec.ReadResponse(up.br, resp, cc.respHead, s.cfg.MaxHeaderBytes, req.Method)
+			cc.respHead, err = httpcodec.ReadResponse(up.br, x.resp, cc.respHead, s.cfg.MaxHeaderBytes, req.Method)
 		}
 		if err == nil {
-			break
+			return true
 		}
 		up.close()
+		x.up = nil
 		cc.setUpstream(nil)
 		var ce *clientError
 		if errors.As(err, &ce) {
-			s.clientBodyError(cc, &e, ce.err)
+			s.clientBodyError(cc, &x.e, ce.err)
 			return false
 		}
 		// A pooled connection that the app closed meanwhile fails before any byte of the
 		// response: a request that is safe to repeat and whose body need not be replayed is
 		// sent once more on a new connection. Anything else is never sent twice.
-		if attempt == 0 && up.reused && up.tc.nread == readBefore && !reqHasBody && idempotent(req.Method) &&
+		if attempt == 0 && up.reused && up.tc.nread == readBefore && !hasBody && idempotent(req.Method) &&
 			!errors.Is(err, httpcodec.ErrMalformed) && !isTimeout(err) {
 			s.m.retriesBy[cc.dir].Inc()
 			continue
 		}
-		s.upstreamError(cc, &e, err)
+		s.upstreamError(cc, &x.e, err)
 		return false
 	}
-	upKeep := true
-	defer func() {
-		if up == nil {
-			return // already given back
-		}
-		cc.setUpstream(nil)
-		if upKeep {
-			s.pool.put(up)
-		} else {
-			up.close()
-		}
-	}()
+}
 
-	// Interim responses: 100 Continue releases a waiting request body; others pass through
-	// (an HTTP/1.0 client is sent none, RFC 9110 15.2).
+// awaitContinue waits a moment for the app's 100 Continue (or final answer) to a request
+// that expects it; an app that says nothing gets the body anyway, as curl and Go's client do
+// after their own wait, and the client is sent the 100 itself.
+func (x *exchange) awaitContinue() error {
+	up, cc := x.up, x.cc
+	up.tc.readIdle = x.s.cfg.ExpectContinueTimeout
+	_, err := up.br.Peek(1)
+	up.tc.readIdle = x.s.cfg.StreamIdleTimeout
+	if !isTimeout(err) {
+		return err
+	}
+	if _, werr := io.WriteString(cc.bw, continue100); werr == nil && cc.bw.Flush() == nil {
+		x.sent100 = true
+	}
+	if err = x.sendBody(); err == nil {
+		err = up.bw.Flush()
+	}
+	return err
+}
+
+// interims relays interim responses until the final one is in x.resp: 100 Continue releases
+// a waiting request body; others pass through (an HTTP/1.0 client is sent none, RFC 9110
+// 15.2). It returns false when the exchange is over.
+func (x *exchange) interims() bool {
+	s, cc, req, resp, up := x.s, x.cc, x.req, x.resp, x.up
 	for n := 0; resp.IsInterim(); n++ {
 		if n == maxInterim {
-			upKeep = false
-			s.upstreamError(cc, &e, fmt.Errorf("more than %d interim responses", maxInterim))
+			x.upKeep = false
+			s.upstreamError(cc, &x.e, fmt.Errorf("more than %d interim responses", maxInterim))
 			return false
 		}
-		if req.Minor == 1 && !(resp.Status == 100 && sent100) {
+		if req.Minor == 1 && !(resp.Status == 100 && x.sent100) {
 			if httpcodec.WriteResponseHead(cc.bw, resp, httpcodec.ResponseMode{}) != nil || cc.bw.Flush() != nil {
-				upKeep = false
+				x.upKeep = false
 				return false
 			}
-			sent100 = sent100 || resp.Status == 100
+			x.sent100 = x.sent100 || resp.Status == 100
 		}
-		if resp.Status == 100 && !bodySent {
-			err := sendBody(up)
+		if resp.Status == 100 && !x.bodySent {
+			err := x.sendBody()
 			if err == nil {
 				err = up.bw.Flush()
 			}
 			if err != nil {
-				upKeep = false
-				var ce *clientError
-				if errors.As(err, &ce) {
-					s.clientBodyError(cc, &e, ce.err)
-				} else {
-					s.upstreamError(cc, &e, err)
-				}
+				x.upKeep = false
+				x.fail(err)
 				return false
 			}
 		}
 		var err error
 		cc.respHead, err = httpcodec.ReadResponse(up.br, resp, cc.respHead, s.cfg.MaxHeaderBytes, req.Method)
 		if err != nil {
-			upKeep = false
-			s.upstreamError(cc, &e, err)
+			x.upKeep = false
+			s.upstreamError(cc, &x.e, err)
 			return false
 		}
 	}
-	e.status = resp.Status
+	return true
+}
 
-	if resp.Status == 101 && !req.Upgrade {
-		upKeep = false
-		s.upstreamError(cc, &e, errors.New("101 Switching Protocols to a request that asked for no upgrade"))
-		return false
+// tunnel relays a protocol switch (WebSocket and the like) or a CONNECT tunnel: after the
+// response head both sides are one tunnel, and the client connection ends with it.
+func (x *exchange) tunnel() {
+	x.upKeep = false
+	cc, up := x.cc, x.up
+	if httpcodec.WriteResponseHead(cc.bw, x.resp, httpcodec.ResponseMode{}) != nil || cc.bw.Flush() != nil {
+		return
 	}
-	if resp.Status == 101 || string(req.Method) == "CONNECT" && resp.Status/100 == 2 {
-		// Protocol switch (WebSocket and the like) or a CONNECT tunnel: from here on both
-		// sides are one tunnel.
-		upKeep = false
-		if httpcodec.WriteResponseHead(cc.bw, resp, httpcodec.ResponseMode{}) != nil || cc.bw.Flush() != nil {
-			return false
-		}
-		e.duration = time.Since(start)
-		cc.setUpstream(up.c)
-		relay(cc.c, cc.br, up.c, up.br, s.cfg.TCPIdleTimeout)
-		return false
-	}
+	x.e.duration = time.Since(x.e.start)
+	cc.setUpstream(up.c)
+	relay(cc.c, cc.br, up.c, up.br, x.s.cfg.TCPIdleTimeout)
+}
 
+// respond forwards the final response's head and body to the client and decides whether each
+// side's connection may carry another exchange; it reports the client side's.
+func (x *exchange) respond() (keep bool) {
+	s, cc, req, resp, up := x.s, x.cc, x.req, x.resp, x.up
 	// The client's body was never asked for (final response without 100 Continue): the
 	// connection's framing is lost, both sides close after this response.
-	framingLost := !bodySent
+	framingLost := !x.bodySent
 	// An HTTP/1.0 client cannot read chunked framing: it gets the payload, ended by the close.
 	dechunk := req.Minor == 0 && resp.Framing == httpcodec.Chunked
 	keep = !req.Close && !framingLost && !dechunk && resp.Framing != httpcodec.UntilClose && !s.draining.Load()
 	// A response that declares a body it may not have (HEAD, 204, 304 with Content-Length or
 	// Transfer-Encoding) may be followed by that body anyway: such a connection is not reused.
-	upKeep = !resp.Close && !framingLost && resp.Framing != httpcodec.UntilClose &&
+	x.upKeep = !resp.Close && !framingLost && resp.Framing != httpcodec.UntilClose &&
 		!(resp.Framing == httpcodec.NoBody && resp.DeclaresBody)
 	mode := httpcodec.ResponseMode{Close: !keep, KeepAlive10: keep && req.Minor == 0, Dechunk: dechunk}
 	written := cc.tc.nwritten
 	if err := httpcodec.WriteResponseHead(cc.bw, resp, mode); err != nil {
-		upKeep = false
+		x.upKeep = false
 		return false
 	}
 	var n int64
 	var err error
 	if dechunk {
-		n, err = httpcodec.DecodeChunked(cc.bw, up.br, getBuf())
+		n, err = httpcodec.DecodeChunked(cc.bw, up.br, x.getBuf())
 	} else {
-		n, err = httpcodec.CopyBody(cc.bw, up.br, resp.Framing, resp.ContentLength, getBuf())
+		n, err = httpcodec.CopyBody(cc.bw, up.br, resp.Framing, resp.ContentLength, x.getBuf())
 	}
-	e.respBytes = n
+	x.e.respBytes = n
 	if err == nil {
-		if upKeep && up.br.Buffered() > 0 {
+		if x.upKeep && up.br.Buffered() > 0 {
 			// Bytes after the end of the response: whatever they are, they answer no request.
 			s.m.discardedBy[cc.dir][discardLeftover].Inc()
-			upKeep = false
+			x.upKeep = false
 		}
 		// The response is read whole: the upstream connection is free before the client
 		// has the last bytes, so the client's next request can have it.
-		cc.setUpstream(nil)
-		if upKeep {
-			s.pool.put(up)
-		} else {
-			up.close()
-		}
-		up = nil
+		x.release()
 		if ferr := cc.bw.Flush(); ferr != nil {
 			err = &httpcodec.WriteError{Err: ferr}
 		}
 	}
 	if err != nil {
-		upKeep = false
+		x.upKeep = false
 		var we *httpcodec.WriteError
 		if cc.tc.nwritten == written && !errors.As(err, &we) {
 			// The app's body failed before any byte of the response left the proxy: the
 			// client gets a clean 502 instead of a head with a cut-off body.
-			s.upstreamError(cc, &e, err)
+			s.upstreamError(cc, &x.e, err)
 			return false
 		}
 		// Part of the response is gone to the client: all that is left is to end the
 		// connection, which the client sees as a cut-off body.
-		e.err = err.Error()
+		x.e.err = err.Error()
 		return false
 	}
 	if framingLost {

@@ -227,8 +227,8 @@ func (a *corpusApp) finish() string {
 	return a.got.String()
 }
 
-// exchange sends send on a new connection, half-closes it and returns all that comes back.
-func exchange(dial func() (net.Conn, error), send string) (string, error) {
+// sendAll sends send on a new connection, half-closes it and returns all that comes back.
+func sendAll(dial func() (net.Conn, error), send string) (string, error) {
 	c, err := dial()
 	if err != nil {
 		return "", err
@@ -254,7 +254,7 @@ func runCorpus(t *testing.T, listen func(t *testing.T, i int) (net.Listener, fun
 				if st.appIdle != "" {
 					app.idleSend(st.appIdle)
 				}
-				got, err := exchange(dial, st.send)
+				got, err := sendAll(dial, st.send)
 				if err != nil {
 					t.Fatalf("step %d: %v (got %q)", k, err, got)
 				}

@@ -81,7 +81,7 @@ func TestRetryOnlyIdempotent(t *testing.T) {
 				}
 			})
 			h := startProxy(t, up, nil)
-			if got, err := exchange(func() (net.Conn, error) { return net.Dial("tcp4", h.out) }, getB); err != nil || got != okReply {
+			if got, err := sendAll(func() (net.Conn, error) { return net.Dial("tcp4", h.out) }, getB); err != nil || got != okReply {
 				t.Fatalf("first request: %q %v", got, err)
 			}
 			req := fmt.Sprintf("%s /x HTTP/1.1\r\nHost: x\r\n", tt.method)
@@ -90,7 +90,7 @@ func TestRetryOnlyIdempotent(t *testing.T) {
 			} else {
 				req += "\r\n"
 			}
-			got, err := exchange(func() (net.Conn, error) { return net.Dial("tcp4", h.out) }, req)
+			got, err := sendAll(func() (net.Conn, error) { return net.Dial("tcp4", h.out) }, req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,7 +133,7 @@ func TestClosedIdleUpstreamIsNotUsed(t *testing.T) {
 	})
 	h := startProxy(t, up, nil)
 	for i := 0; i < 5; i++ {
-		got, err := exchange(func() (net.Conn, error) { return net.Dial("tcp4", h.out) }, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+		got, err := sendAll(func() (net.Conn, error) { return net.Dial("tcp4", h.out) }, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
 		if err != nil || got != okReply {
 			t.Fatalf("request %d: %q %v", i, got, err)
 		}
@@ -193,7 +193,7 @@ func TestExpectContinueCurl(t *testing.T) {
 // released (the active gauge returns to its baseline).
 func TestSilentUpstreamTimesOut(t *testing.T) {
 	h := startProxy(t, silentApp(t), func(c *Config) { c.StreamIdleTimeout = 200 * time.Millisecond })
-	got, err := exchange(func() (net.Conn, error) { return net.Dial("tcp4", h.in) }, getB)
+	got, err := sendAll(func() (net.Conn, error) { return net.Dial("tcp4", h.in) }, getB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestExpectClientsDoNotLockOut(t *testing.T) {
 		conns = append(conns, c)
 	}
 	// Outbound is another port with a limit of its own.
-	if got, err := exchange(func() (net.Conn, error) { return net.Dial("tcp4", h.out) }, getB); err != nil || !strings.HasSuffix(got, "ok") {
+	if got, err := sendAll(func() (net.Conn, error) { return net.Dial("tcp4", h.out) }, getB); err != nil || !strings.HasSuffix(got, "ok") {
 		t.Fatalf("outbound during the inbound flood: %q %v", got, err)
 	}
 	for i, c := range conns {
@@ -329,7 +329,7 @@ func TestConnectTunnel(t *testing.T) {
 		c.CloseWrite()
 	})
 	h := startProxy(t, up, nil)
-	got, err := exchange(func() (net.Conn, error) { return net.Dial("tcp4", h.out) },
+	got, err := sendAll(func() (net.Conn, error) { return net.Dial("tcp4", h.out) },
 		"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\nping through the tunnel")
 	if err != nil {
 		t.Fatal(err)
@@ -458,17 +458,17 @@ func TestDiscardReasons(t *testing.T) {
 	h := startProxy(t, up, nil)
 	dial := func() (net.Conn, error) { return net.Dial("tcp4", h.out) }
 	for _, path := range []string{"/extra", "/b"} {
-		if got, err := exchange(dial, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil || got != okReply {
+		if got, err := sendAll(dial, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil || got != okReply {
 			t.Fatalf("%s: %q %v", path, got, err)
 		}
 	}
-	if got, err := exchange(dial, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil || got != okReply {
+	if got, err := sendAll(dial, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil || got != okReply {
 		t.Fatalf("/idle: %q %v", got, err)
 	}
 	c := <-idle
 	io.WriteString(c, reply408) // unsolicited, on the pooled connection
 	c.Close()
-	if got, err := exchange(dial, getB); err != nil || got != okReply {
+	if got, err := sendAll(dial, getB); err != nil || got != okReply {
 		t.Fatalf("after the unsolicited 408: %q %v", got, err)
 	}
 	leftover := testutil.ToFloat64(h.s.m.discardedBy[Outbound][discardLeftover])
