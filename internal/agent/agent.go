@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -91,10 +92,71 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 			stopWriteBehind()
 		}
 	}()
-	icfg := cfg.Install
-	watcher, err := install.NewWatcher(icfg, log.With("component", "install"))
+	emit, stopEvents := podwatch.Recorder(client, cfg.Node)
+	defer stopEvents()
+	p, err := newParts(cfg, client, log, store, emit)
 	if err != nil {
 		return err
+	}
+	ul, tcp, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	// The parts run until ctx ends or one of them stops; then they all stop, and the first
+	// error, named after its part, is Run's.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, runCtx := errgroup.WithContext(runCtx)
+	part := func(name string, fn func(context.Context) error) {
+		g.Go(func() error {
+			defer stop()
+			if err := fn(runCtx); err != nil {
+				log.Error("agent part failed; stopping", "part", name, "error", err)
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	part("unix API", func(ctx context.Context) error { return p.srv.ServeUnix(ctx, ul, p.srv.UnixHandler()) })
+	if len(tcp) > 0 {
+		h := p.srv.TCPHandler(auth.New(client, cfg.AuthCacheTTL))
+		for _, tl := range tcp {
+			part("TCP API "+tl.Addr().String(), func(ctx context.Context) error { return server.Serve(ctx, tl, h) })
+		}
+	}
+	part("install watcher", p.watcher.Run)
+	part("pod watcher", p.pods.Run)
+	log.Info("agent started", "node", cfg.Node, "socket", cfg.Socket, "listen", cfg.Listen, "repairMode", cfg.RepairMode)
+	runErr := g.Wait()
+
+	err, stopWriteBehind = stopWriteBehind(), nil
+	if err != nil {
+		log.Error("record", "error", err)
+		runErr = errors.Join(runErr, err)
+	}
+	mode, why := exitMode(context.WithoutCancel(ctx), client, cfg.OnExit, cfg.PodNamespace, cfg.PodName)
+	if err := install.Uninstall(cfg.Install, mode); err != nil {
+		log.Error("uninstall", "error", err)
+		runErr = errors.Join(runErr, fmt.Errorf("uninstall: %w", err))
+	} else {
+		log.Info("stopped", "uninstalled", mode == install.RemoveAll, "because", why)
+	}
+	return runErr
+}
+
+// parts are the agent's long-running pieces, wired to each other.
+type parts struct {
+	watcher *install.Watcher
+	pods    *podwatch.Watcher
+	srv     *server.Server
+}
+
+// newParts builds the install watcher, metrics, repairer, pod watcher and API server around
+// store, with emit for Kubernetes events.
+func newParts(cfg Config, client kubernetes.Interface, log *slog.Logger, store *record.Store, emit podwatch.Emit) (*parts, error) {
+	watcher, err := install.NewWatcher(cfg.Install, log.With("component", "install"))
+	if err != nil {
+		return nil, err
 	}
 	m := metrics.New(func() map[string]int {
 		out := map[string]int{}
@@ -107,9 +169,6 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		return metrics.InstallStats{Writes: s.Writes, Overwrites: s.Overwrites, Fights: s.Fights, Errors: s.Errors, Fighting: s.Fighting, Backoff: s.Backoff}
 	})
 	engine := &inspect.Capture{}
-	emit, stopEvents := podwatch.Recorder(client, cfg.Node)
-	defer stopEvents()
-	event := podwatch.PodEvents(emit)
 	watcher.OnFight(func(f install.Fight) { emit(selfRef(cfg), true, FightReason, f.String()) })
 	procRoot := cfg.ProcRoot
 	if procRoot == "" {
@@ -120,7 +179,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		Log:       log.With("component", "repair"),
 		FindNetns: func(ips []string) (string, error) { return repair.FindNetnsByIP(procRoot, ips) },
 		DeletePod: podwatch.DeletePod(client),
-		Event:     event,
+		Event:     podwatch.PodEvents(emit),
 	}
 	pw := podwatch.NewWatcher()
 	pw.Client, pw.Node, pw.Excluded, pw.Store, pw.Interval = client, cfg.Node, cfg.Excluded, store, cfg.RepairInterval
@@ -149,58 +208,7 @@ func Run(ctx context.Context, cfg Config, client kubernetes.Interface) error {
 		},
 		Decider: pw.Decide,
 	}
-
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	errc := make(chan error, 4+len(cfg.Listen))
-	n := 0
-	start := func(name string, fn func(context.Context) error) {
-		n++
-		go func() {
-			err := fn(runCtx)
-			if err != nil {
-				err = fmt.Errorf("%s: %w", name, err)
-			}
-			errc <- err
-		}()
-	}
-	ul, tcp, err := listen(cfg)
-	if err != nil {
-		return err
-	}
-	start("unix API", func(ctx context.Context) error { return srv.ServeUnix(ctx, ul, srv.UnixHandler()) })
-	if len(tcp) > 0 {
-		h := srv.TCPHandler(auth.New(client, cfg.AuthCacheTTL))
-		for _, tl := range tcp {
-			start("TCP API "+tl.Addr().String(), func(ctx context.Context) error { return server.Serve(ctx, tl, h) })
-		}
-	}
-	start("install watcher", watcher.Run)
-	start("pod watcher", pw.Run)
-	log.Info("agent started", "node", cfg.Node, "socket", cfg.Socket, "listen", cfg.Listen, "repairMode", cfg.RepairMode)
-
-	var runErr error
-	for i := 0; i < n; i++ {
-		err := <-errc
-		if err != nil && runErr == nil {
-			runErr = err
-			log.Error("agent part failed; stopping", "error", err)
-		}
-		stop()
-	}
-	err, stopWriteBehind = stopWriteBehind(), nil
-	if err != nil {
-		log.Error("record", "error", err)
-		runErr = errors.Join(runErr, err)
-	}
-	mode, why := exitMode(context.WithoutCancel(ctx), client, cfg.OnExit, cfg.PodNamespace, cfg.PodName)
-	if err := install.Uninstall(icfg, mode); err != nil {
-		log.Error("uninstall", "error", err)
-		runErr = errors.Join(runErr, fmt.Errorf("uninstall: %w", err))
-	} else {
-		log.Info("stopped", "uninstalled", mode == install.RemoveAll, "because", why)
-	}
-	return runErr
+	return &parts{watcher: watcher, pods: pw, srv: srv}, nil
 }
 
 // listen opens the unix socket and the TCP listeners (TLS on the non-loopback ones with
