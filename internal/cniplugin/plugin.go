@@ -30,6 +30,7 @@ import (
 	"github.com/sidelane/sidelane/internal/agentapi"
 	"github.com/sidelane/sidelane/internal/capture"
 	"github.com/sidelane/sidelane/internal/cnirpc"
+	"github.com/sidelane/sidelane/internal/redirect"
 	"github.com/sidelane/sidelane/internal/rules"
 )
 
@@ -211,11 +212,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if dec.Invalid != "" {
 		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %s", id.Namespace, id.Name, dec.Invalid))
 	}
-	if dec.Settings == nil {
-		return fail(tryAgain("the node agent at %s answered capture without redirect settings", conf.AgentSocket))
-	}
-	settings := *dec.Settings
-	fams, err := parseFamilies(dec.Families)
+	settings, fams, err := captureSpec(dec)
 	if err != nil {
 		return fail(tryAgain("the node agent at %s answered: %v", conf.AgentSocket, err))
 	}
@@ -236,26 +233,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		Namespace: id.Namespace, Name: id.Name, UID: uid, Backend: backend.Name(),
 		IPv6: v6, Settings: settings, Time: p.Now().UTC(),
 	}
-	// The state is written first so that a DEL after a failed or interrupted ADD still knows
-	// which backend to clean up with.
-	if err := saveState(conf.StateDir, st); err != nil {
-		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %w", id.Namespace, id.Name, err))
-	}
 	applyStart := p.Now()
-	if err := p.InNetns(args.Netns, func() error { return backend.Apply(rs) }); err != nil {
-		// Nothing can be left in a path that is not a network namespace (missing, a regular
-		// file, a directory): then the state goes too, without a removal.
-		var cleanErr error
-		if netnsExists(args.Netns) {
-			cleanErr = p.InNetns(args.Netns, backend.Remove)
-		}
-		if cleanErr == nil {
-			cleanErr = deleteState(conf.StateDir, args.ContainerID, args.IfName)
-		}
-		if cleanErr != nil {
-			log.Error("cleanup after failed apply", "error", cleanErr)
-		}
-		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: apply %s rules: %w", id.Namespace, id.Name, backend.Name(), err))
+	if err := p.apply(conf, st, backend, rs, log); err != nil {
+		return fail(fmt.Errorf("sidelane-cni: pod %s/%s: %w", id.Namespace, id.Name, err))
 	}
 	report.State, report.Reason = agentapi.StateCaptured, dec.Reason
 	report.Rules = backend.Expected(rs)
@@ -263,6 +243,44 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		"decide", decideTook, "cacheMiss", dec.CacheMiss, "apply", p.Now().Sub(applyStart), "total", p.Now().Sub(start))
 	p.sendReport(conf, log, report, start)
 	return p.printResult(conf)
+}
+
+// captureSpec returns the redirect settings and IP families of a decision to capture.
+func captureSpec(dec *cnirpc.Decision) (redirect.Settings, []rules.Family, error) {
+	if dec.Settings == nil {
+		return redirect.Settings{}, nil, errors.New("capture without redirect settings")
+	}
+	fams, err := parseFamilies(dec.Families)
+	if err != nil {
+		return redirect.Settings{}, nil, err
+	}
+	return *dec.Settings, fams, nil
+}
+
+// apply records the attachment st and installs rs in its network namespace with backend. The
+// state is written first so that a DEL after a failed or interrupted ADD still knows which
+// backend to clean up with; when the apply fails, what it may have left is removed and the
+// state goes too (nothing can be left in a path that is not a network namespace: missing, a
+// regular file, a directory).
+func (p *Plugin) apply(conf *Config, st State, backend capture.Backend, rs rules.Ruleset, log *slog.Logger) error {
+	if err := saveState(conf.StateDir, st); err != nil {
+		return err
+	}
+	err := p.InNetns(st.Netns, func() error { return backend.Apply(rs) })
+	if err == nil {
+		return nil
+	}
+	var cleanErr error
+	if netnsExists(st.Netns) {
+		cleanErr = p.InNetns(st.Netns, backend.Remove)
+	}
+	if cleanErr == nil {
+		cleanErr = deleteState(conf.StateDir, st.ContainerID, st.IfName)
+	}
+	if cleanErr != nil {
+		log.Error("cleanup after failed apply", "error", cleanErr)
+	}
+	return fmt.Errorf("apply %s rules: %w", backend.Name(), err)
 }
 
 // Check is CNI CHECK: the rules of a captured attachment must be exactly the expected ones.
