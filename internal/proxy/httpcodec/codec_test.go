@@ -43,6 +43,9 @@ func TestReadRequest(t *testing.T) {
 		{name: "upgrade", in: "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n", method: "GET", target: "/ws", host: "x", upgrade: true},
 		{name: "expect", in: "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n", method: "PUT", target: "/", host: "x", framing: Length, length: 3, expect: true},
 		// RFC 9110 10.1.1: a server that receives 100-continue in an HTTP/1.0 request MUST ignore it.
+		// RFC 9110 10.1.1: another expectation may be answered 417, whatever the version
+		// (found by FuzzDifferential: net/http ignores Expect in HTTP/1.0).
+		{name: "unknown expectation in 1.0", in: "PUT / HTTP/1.0\r\nExpect: 100-continue 0\r\nContent-Length: 3\r\n\r\n", rule: RuleExpect, status: 417},
 		{name: "expect in 1.0 ignored", in: "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", method: "PUT", target: "/", framing: Length, length: 3, close: true},
 		{name: "same length twice", in: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", method: "POST", target: "/", host: "x", framing: Length, length: 3},
 		{name: "any token is a method", in: "PURGE /c HTTP/1.1\r\nHost: x\r\n\r\n", method: "PURGE", target: "/c", host: "x"},
@@ -58,6 +61,22 @@ func TestReadRequest(t *testing.T) {
 		{name: "host with a bare percent", in: "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", rule: RuleHost},
 		{name: "connect to a bare percent", in: "CONNECT %:0 HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleTarget},
 		{name: "host percent-encoded", in: "GET / HTTP/1.1\r\nHost: a%41b\r\n\r\n", method: "GET", target: "/", host: "a%41b"},
+		// RFC 3986 3.2.2: uri-host is an IP-literal in brackets, an IPv4address or a reg-name
+		// (no ':' and no brackets), then an optional ":" port of digits.
+		{name: "host IPv6 literal with port", in: "GET / HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\r\n", method: "GET", target: "/", host: "[2001:db8::1]:8080"},
+		{name: "host IPv6 literal", in: "GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", method: "GET", target: "/", host: "[::1]"},
+		{name: "host IPvFuture", in: "GET / HTTP/1.1\r\nHost: [v1.a:b]\r\n\r\n", method: "GET", target: "/", host: "[v1.a:b]"},
+		{name: "host empty port", in: "GET / HTTP/1.1\r\nHost: x:\r\n\r\n", method: "GET", target: "/", host: "x:"},
+		{name: "host bare IPv6", in: "GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", rule: RuleHost},
+		{name: "host two colons", in: "GET / HTTP/1.1\r\nHost: x:80:80\r\n\r\n", rule: RuleHost},
+		{name: "host port not digits", in: "GET / HTTP/1.1\r\nHost: x:8o\r\n\r\n", rule: RuleHost},
+		{name: "host IPv4 in brackets", in: "GET / HTTP/1.1\r\nHost: [1.2.3.4]\r\n\r\n", rule: RuleHost},
+		{name: "host IPv6 zone", in: "GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n\r\n", rule: RuleHost},
+		{name: "host unclosed bracket", in: "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", rule: RuleHost},
+		{name: "host junk after literal", in: "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", rule: RuleHost},
+		{name: "host bracket in reg-name", in: "GET / HTTP/1.1\r\nHost: a]b\r\n\r\n", rule: RuleHost},
+		{name: "connect to an IPv6 literal", in: "CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n", method: "CONNECT", target: "[::1]:443", host: "[::1]:443"},
+		{name: "connect to a bare IPv6 (found by FuzzDifferential)", in: "CONNECT ::0 HTTP/1.0\n\n", rule: RuleTarget},
 		{name: "http/2 preface", in: "PRI * HTTP/2.0\r\n\r\n", rule: RuleVersion, status: 505},
 		{name: "http/1.2", in: "GET / HTTP/1.2\r\nHost: x\r\n\r\n", rule: RuleVersion, status: 505},
 		{name: "no version", in: "GET /\r\nHost: x\r\n\r\n", rule: RuleRequestLine},

@@ -35,6 +35,7 @@ var stricterRules = map[string]string{
 	RuleFieldName:        "RFC 9112 5.1: no whitespace before the colon",
 	RuleContentLength:    "RFC 9110 8.6: Content-Length = 1*DIGIT",
 	RuleRequestLine:      "RFC 9112 3: method SP request-target SP HTTP-version, none of them empty",
+	RuleExpect:           "RFC 9110 10.1.1: an expectation other than 100-continue may be answered 417, in HTTP/1.0 too (net/http ignores Expect there)",
 }
 
 // memConn is a net.Conn that reads from fixed bytes and discards what is written.

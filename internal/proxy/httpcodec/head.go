@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 )
 
 // Errors that map to specific responses.
@@ -355,23 +356,71 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// validHost accepts uri-host [ ":" port ] with the characters RFC 3986 allows in a reg-name,
-// an IP literal or an IPv4 address. An empty Host is valid (RFC 9112 3.2 allows it when the
-// target has no authority).
+// validHost accepts uri-host [ ":" port ] (RFC 3986 3.2.2, 3.2.3; RFC 9110 7.2): an
+// IP-literal in brackets (an IPv6 address without a zone, or IPvFuture), or a reg-name or
+// IPv4address of unreserved characters, sub-delims and percent-encoded octets; the port is
+// digits. An empty Host is valid (RFC 9112 3.2 allows it when the target has no authority).
 func validHost(h []byte) bool {
-	for i, c := range h {
-		if !hostChar[c] {
+	host, port := h, []byte(nil)
+	if len(h) > 0 && h[0] == '[' {
+		end := bytes.IndexByte(h, ']')
+		if end < 0 || !validIPLiteral(h[1:end]) {
+			return false
+		}
+		host = nil
+		if rest := h[end+1:]; len(rest) > 0 {
+			if rest[0] != ':' {
+				return false
+			}
+			port = rest[1:]
+		}
+	} else if i := bytes.IndexByte(h, ':'); i >= 0 {
+		host, port = h[:i], h[i+1:]
+	}
+	for i, c := range host {
+		if !regNameChar[c] {
 			return false
 		}
 		// pct-encoded = "%" HEXDIG HEXDIG
-		if c == '%' && (i+2 >= len(h) || !isHex(h[i+1]) || !isHex(h[i+2])) {
+		if c == '%' && (i+2 >= len(host) || !isHex(host[i+1]) || !isHex(host[i+2])) {
+			return false
+		}
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
 			return false
 		}
 	}
 	return true
 }
 
-var hostChar = charTable("-._~!$&'()*+,;=:[]%")
+// regNameChar: unreserved, sub-delims and '%' (RFC 3986 reg-name).
+var regNameChar = charTable("-._~!$&'()*+,;=%")
+
+// validIPLiteral accepts what RFC 3986's IP-literal holds between its brackets: an IPv6
+// address (no zone: RFC 9110 URIs carry none) or IPvFuture ("v" 1*HEXDIG "." 1*( unreserved /
+// sub-delims / ":" )).
+func validIPLiteral(b []byte) bool {
+	if len(b) > 0 && (b[0] == 'v' || b[0] == 'V') {
+		dot := bytes.IndexByte(b, '.')
+		if dot < 2 || dot == len(b)-1 {
+			return false
+		}
+		for _, c := range b[1:dot] {
+			if !isHex(c) {
+				return false
+			}
+		}
+		for _, c := range b[dot+1:] {
+			if c == '%' || !regNameChar[c] && c != ':' {
+				return false
+			}
+		}
+		return true
+	}
+	a, err := netip.ParseAddr(string(b))
+	return err == nil && a.Is6() && a.Zone() == ""
+}
 
 // Parse parses a complete response head; method is the request's method (HEAD responses
 // have no body, nor have 2xx answers to CONNECT).
