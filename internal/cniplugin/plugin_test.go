@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,47 +25,10 @@ import (
 	"github.com/sidelane/sidelane/internal/selection"
 )
 
-// fakeBackend keeps "live" rules per netns path in memory.
-type fakeBackend struct {
-	name  string
-	world *fakeWorld
-}
-
-type fakeWorld struct {
-	mu      sync.Mutex
-	live    map[string][]string // netns → rules
-	current string              // netns entered by InNetns
-	applies int
-	failApp error
-}
-
-var _ capture.Backend = (*fakeBackend)(nil)
-
-func (b *fakeBackend) Name() string { return b.name }
-func (b *fakeBackend) Expected(rs rules.Ruleset) []string {
-	var out []string
-	for _, f := range rs.Families {
-		out = append(out, fmt.Sprintf("%s %s in=%d out=%d uid=%d", b.name, f, rs.Settings.InboundCapturePort, rs.Settings.OutboundCapturePort, rs.Settings.ProxyUID))
-	}
-	return out
-}
-func (b *fakeBackend) Apply(rs rules.Ruleset) error {
-	b.world.applies++
-	if b.world.failApp != nil {
-		return b.world.failApp
-	}
-	b.world.live[b.world.current] = b.Expected(rs)
-	return nil
-}
-func (b *fakeBackend) Remove() error { delete(b.world.live, b.world.current); return nil }
-func (b *fakeBackend) Live() ([]string, error) {
-	return slices.Clone(b.world.live[b.world.current]), nil
-}
-
 type harness struct {
 	t      *testing.T
 	p      *Plugin
-	world  *fakeWorld
+	kernel *capture.Fake // the pods' rules, rendered as the real backends render them
 	agent  *cnirpc.Fake // the stand-in agent on socket
 	socket string
 	seen   int // reports before this index are ignored by reports()
@@ -120,31 +82,21 @@ func serveAgent(t *testing.T, a *cnirpc.Fake) string {
 func newHarness(t *testing.T) *harness {
 	h := &harness{
 		t:      t,
-		world:  &fakeWorld{live: map[string][]string{}},
+		kernel: capture.NewFake(),
 		agent:  &cnirpc.Fake{Excluded: contract.DefaultExcludeNamespaces},
 		stdout: &bytes.Buffer{},
 		stderr: &bytes.Buffer{},
 		dir:    t.TempDir(),
 	}
 	h.socket = serveAgent(t, h.agent)
-	// A real (empty) file is enough for the fake; DEL's existence check needs a real netns, so
-	// DEL tests that expect a removal use the host's own netns path, read only by the fake.
+	// The fake needs a path that exists; DEL's existence check needs a real netns, so the
+	// tests use the host's own netns path, read only by the fake.
 	h.netns = "/proc/self/ns/net"
 	h.p = &Plugin{
 		Stdout: h.stdout,
 		Stderr: h.stderr,
-		NewBackend: func(name string) (capture.Backend, error) {
-			if name == contract.BackendAuto {
-				name = contract.BackendNFTables
-			}
-			return &fakeBackend{name: name, world: h.world}, nil
-		},
-		InNetns: func(path string, fn func() error) error {
-			h.world.mu.Lock()
-			defer h.world.mu.Unlock()
-			h.world.current = path
-			return fn()
-		},
+		NewBackend: h.kernel.New,
+		InNetns:    h.kernel.InNetns,
 		Agent:         cnirpc.Call,
 		DecideTimeout: time.Second,
 		ReportTimeout: time.Second,
@@ -222,13 +174,14 @@ func TestAddPassThroughEveryVersion(t *testing.T) {
 					t.Fatal(err)
 				}
 				h.assertPassThrough(v, prev)
-				live := h.world.live[h.netns]
-				wantFams := 1
+				live := h.kernel.Live(h.netns)
+				want := []string{"table ip sidelane"}
 				if v6 {
-					wantFams = 2
+					want = append(want, "table ip6 sidelane")
 				}
-				if len(live) != wantFams {
-					t.Errorf("live rules %v, want %d families", live, wantFams)
+				tables := slices.DeleteFunc(slices.Clone(live), func(l string) bool { return !strings.HasPrefix(l, "table ") })
+				if !slices.Equal(tables, want) {
+					t.Errorf("live tables %v, want %v", tables, want)
 				}
 			})
 		}
@@ -242,8 +195,8 @@ func TestAddRequiresPrevResult(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "prevResult") {
 		t.Fatalf("err = %v, want one naming prevResult", err)
 	}
-	if h.stdout.Len() != 0 || h.world.applies != 0 {
-		t.Errorf("stdout %q, applies %d: want nothing", h.stdout, h.world.applies)
+	if h.stdout.Len() != 0 || len(h.kernel.Applied()) != 0 {
+		t.Errorf("stdout %q, applied in %v: want nothing", h.stdout, h.kernel.Applied())
 	}
 }
 
@@ -306,7 +259,7 @@ func TestAddDecisions(t *testing.T) {
 				}
 				h.assertPassThrough("1.0.0", prev)
 			}
-			if got := len(h.world.live[h.netns]) > 0; got != tt.wantRules {
+			if got := len(h.kernel.Live(h.netns)) > 0; got != tt.wantRules {
 				t.Errorf("rules present = %v, want %v", got, tt.wantRules)
 			}
 			if _, ok, _ := loadState(h.dir, "c-"+tt.pod, "eth0"); ok != tt.wantRules {
@@ -339,7 +292,7 @@ func TestAddDecisions(t *testing.T) {
 func TestAddApplyFailureLeavesNothing(t *testing.T) {
 	h := newHarness(t)
 	h.addPod(injectedPod("app", "web", nil))
-	h.world.failApp = errors.New("netlink: boom")
+	h.kernel.ApplyErr = errors.New("netlink: boom")
 	err := h.p.Add(h.args("1.0.0", prevResult("1.0.0", false), "app", "web"))
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("err = %v", err)
@@ -347,8 +300,8 @@ func TestAddApplyFailureLeavesNothing(t *testing.T) {
 	if _, ok, _ := loadState(h.dir, "c-web", "eth0"); ok {
 		t.Error("state left after a failed apply")
 	}
-	if len(h.world.live) != 0 {
-		t.Errorf("rules left: %v", h.world.live)
+	if live := h.kernel.Live(h.netns); len(live) != 0 {
+		t.Errorf("rules left: %v", live)
 	}
 }
 
@@ -370,10 +323,14 @@ func TestCheckAndDel(t *testing.T) {
 			if err := h.p.Check(a); err != nil {
 				t.Fatalf("CHECK after ADD: %v", err)
 			}
-			// Tamper: drop a rule, add a foreign one.
-			h.world.live[h.netns] = []string{"foreign rule"}
+			// Tamper: drop our rules, add a foreign one.
+			ours := h.kernel.Live(h.netns)
+			if len(ours) == 0 {
+				t.Fatal("no rules after ADD")
+			}
+			h.kernel.SetLive(h.netns, []string{"foreign rule"})
 			err := h.p.Check(a)
-			if err == nil || !strings.Contains(err.Error(), "-"+backend+" ipv4") || !strings.Contains(err.Error(), "+foreign rule") {
+			if err == nil || !strings.Contains(err.Error(), "-"+ours[0]) || !strings.Contains(err.Error(), "+foreign rule") {
 				t.Fatalf("CHECK after tampering: %v", err)
 			}
 			last := h.reports()[len(h.reports())-1]
@@ -381,7 +338,7 @@ func TestCheckAndDel(t *testing.T) {
 				t.Errorf("CHECK report %+v", last)
 			}
 			// A CHECK with a changed configuration still checks what ADD did.
-			h.world.live[h.netns] = nil
+			h.kernel.SetLive(h.netns, nil)
 			if err := h.p.Check(a); err == nil {
 				t.Fatal("CHECK passed with no rules")
 			}
@@ -392,8 +349,8 @@ func TestCheckAndDel(t *testing.T) {
 			if err := h.p.Del(a); err != nil {
 				t.Fatal(err)
 			}
-			if len(h.world.live[h.netns]) != 0 {
-				t.Errorf("rules left after DEL: %v", h.world.live)
+			if live := h.kernel.Live(h.netns); len(live) != 0 {
+				t.Errorf("rules left after DEL: %v", live)
 			}
 			if r := h.reports(); len(r) != 1 || r[0].Event != agentapi.EventDel || r[0].Name != "web" || r[0].Backend != backend {
 				t.Errorf("DEL reports %+v", r)
@@ -468,7 +425,7 @@ func TestLegacyKubeconfigWarns(t *testing.T) {
 	if err := h.p.Add(a); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.world.live[h.netns]) == 0 {
+	if len(h.kernel.Live(h.netns)) == 0 {
 		t.Error("not captured")
 	}
 	_, _, warnings := h.agent.Snapshot()
