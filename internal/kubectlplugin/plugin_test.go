@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -50,42 +49,6 @@ func fakeAgent(t *testing.T, node string, pods []agentapi.PodRecord, views map[s
 	return srv
 }
 
-type fakeCluster struct {
-	ns      string
-	podNode map[string]string // ns/name → node
-	agents  map[string]string // node → base URL ("" = cannot connect)
-	token   string
-	pods    []PodRef // injected pods
-}
-
-func (f *fakeCluster) InjectedPods(context.Context) ([]PodRef, error) { return f.pods, nil }
-
-func (f *fakeCluster) Namespace() string { return f.ns }
-func (f *fakeCluster) PodNode(_ context.Context, ns, name string) (string, error) {
-	n, ok := f.podNode[ns+"/"+name]
-	if !ok {
-		return "", fmt.Errorf(`pod %s/%s: pods "%s" not found`, ns, name, name)
-	}
-	return n, nil
-}
-func (f *fakeCluster) AgentNodes(context.Context) ([]string, error) {
-	var out []string
-	for n := range f.agents {
-		out = append(out, n)
-	}
-	if len(out) == 2 && out[0] > out[1] {
-		out[0], out[1] = out[1], out[0]
-	}
-	return out, nil
-}
-func (f *fakeCluster) Agent(_ context.Context, node string) (Agent, error) {
-	u := f.agents[node]
-	if u == "" {
-		return nil, fmt.Errorf("no running node agent pod on node %s", node)
-	}
-	return &HTTPAgent{Base: u, Token: f.token, Client: &http.Client{Timeout: 10 * time.Second}}, nil
-}
-
 func runPlugin(t *testing.T, cl Cluster, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -112,7 +75,7 @@ var (
 
 func TestRules(t *testing.T) {
 	a := fakeAgent(t, "n1", nil, map[string]agentapi.RulesView{"/v1/pods/team/web/rules": inSync, "/v1/pods/team/db/rules": drifted})
-	cl := &fakeCluster{ns: "team", podNode: map[string]string{"team/web": "n1", "team/db": "n1", "other/x": "n1"}, agents: map[string]string{"n1": a.URL}, token: "good"}
+	cl := &FakeCluster{NS: "team", PodNodes: map[string]string{"team/web": "n1", "team/db": "n1", "other/x": "n1"}, Agents: map[string]string{"n1": a.URL}, Token: "good"}
 
 	code, out, errs := runPlugin(t, cl, "", "rules", "web")
 	if code != 0 {
@@ -150,7 +113,7 @@ func TestRules(t *testing.T) {
 		{[]string{"rules", "web"}, "forbidden", ExitError, "lacks the RBAC"},
 		{[]string{"frobnicate"}, "good", ExitUsage, `unknown command "frobnicate"`},
 	} {
-		cl.token = tc.token
+		cl.Token = tc.token
 		code, _, errs := runPlugin(t, cl, "", tc.args...)
 		if code != tc.code || !strings.Contains(errs, tc.wantErrs) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errs, tc.code, tc.wantErrs)
@@ -161,7 +124,7 @@ func TestRules(t *testing.T) {
 func TestPods(t *testing.T) {
 	a1 := fakeAgent(t, "n1", []agentapi.PodRecord{web, plain}, nil)
 	a2 := fakeAgent(t, "n2", []agentapi.PodRecord{broken}, nil)
-	cl := &fakeCluster{agents: map[string]string{"n1": a1.URL, "n2": a2.URL}, token: "good"}
+	cl := &FakeCluster{Agents: map[string]string{"n1": a1.URL, "n2": a2.URL}, Token: "good"}
 	code, out, errs := runPlugin(t, cl, "", "pods")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
@@ -177,7 +140,7 @@ func TestPods(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got) != 1 || got[0].Node != "n2" || got[0].Items[0].Name != "broken" {
 		t.Errorf("pods json (exit %d, %v): %s", code, err, out)
 	}
-	if code, _, errs := runPlugin(t, &fakeCluster{agents: map[string]string{}}, "", "check"); code != ExitError || !strings.Contains(errs, "no node agent pods") {
+	if code, _, errs := runPlugin(t, &FakeCluster{Agents: map[string]string{}}, "", "check"); code != ExitError || !strings.Contains(errs, "no node agent pods") {
 		t.Errorf("no agents: exit %d %s", code, errs)
 	}
 	code, out, _ = runPlugin(t, cl, "", "pods", "--node", "n3")
@@ -211,11 +174,11 @@ func TestCheckExitCodes(t *testing.T) {
 			want: []string{"node n2: could not ask its agent: no running node agent pod on node n2", "1 captured pods ok, but 1 of 2 nodes could not be checked"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cl := &fakeCluster{agents: map[string]string{}, token: "good", pods: tc.injected}
+			cl := &FakeCluster{Agents: map[string]string{}, Token: "good", Pods: tc.injected}
 			for n, pods := range tc.nodes {
-				cl.agents[n] = ""
+				cl.Agents[n] = ""
 				if pods != nil {
-					cl.agents[n] = fakeAgent(t, n, pods, views).URL
+					cl.Agents[n] = fakeAgent(t, n, pods, views).URL
 				}
 			}
 			code, out, errs := runPlugin(t, cl, "", "check")
