@@ -3,14 +3,17 @@
 package main
 
 import (
+	"context"
 	"os"
-
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/version"
+	"os/signal"
+	"syscall"
 
 	"github.com/sidelane/sidelane/internal/cniplugin"
 )
 
 func main() {
-	skel.PluginMainFuncs(cniplugin.New(os.Stdout, os.Stderr).Funcs(), version.All, cniplugin.About)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := cniplugin.Main(ctx, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

@@ -14,6 +14,7 @@ package cniplugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/sidelane/sidelane/internal/agentapi"
@@ -59,6 +61,38 @@ type Plugin struct {
 	StatusTimeout time.Duration
 	// Now is the clock.
 	Now func() time.Time
+	// Ctx ends the plugin's calls to the node agent early (the runtime stopping the plugin);
+	// nil means never.
+	Ctx context.Context
+}
+
+// ctx is Ctx, or a context that never ends.
+func (p *Plugin) ctx() context.Context {
+	if p.Ctx == nil {
+		return context.Background()
+	}
+	return p.Ctx
+}
+
+// Main runs the CNI command the runtime asked for (CNI_COMMAND and the other variables of the
+// CNI spec, the network configuration on standard input) and returns the exit code: 0, or 1
+// after the CNI error, as JSON, on stdout. ctx ends the calls to the node agent early.
+func Main(ctx context.Context, stdout, stderr io.Writer) int {
+	p := New(stdout, stderr)
+	p.Ctx = ctx
+	e := skel.PluginMainFuncsWithError(p.Funcs(), version.All, About)
+	if e == nil {
+		return 0
+	}
+	// What skel.PluginMainFuncs prints (types.Error.Print), on our stdout.
+	b, err := json.MarshalIndent(e, "", "    ")
+	if err == nil {
+		_, err = stdout.Write(b)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sidelane-cni: writing the error %q: %v\n", e.Error(), err)
+	}
+	return 1
 }
 
 // New returns the plugin with its real dependencies, logging to stderr and printing to stdout.
@@ -183,7 +217,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		return pass(agentapi.StateSkipped, "namespace "+id.Namespace+" is excluded")
 	}
 	decideStart := p.Now()
-	resp, err := p.Agent(context.Background(), conf.AgentSocket, cnirpc.Request{
+	resp, err := p.Agent(p.ctx(), conf.AgentSocket, cnirpc.Request{
 		Op:       cnirpc.OpDecide,
 		Decide:   &cnirpc.DecideRequest{Namespace: id.Namespace, Name: id.Name, UID: id.UID, SandboxIPs: podIPs},
 		Warnings: conf.Warnings(),
@@ -423,7 +457,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return configError(err)
 	}
-	if _, err := p.Agent(context.Background(), conf.AgentSocket, cnirpc.Request{Op: cnirpc.OpPing, Warnings: conf.Warnings()}, p.StatusTimeout); err != nil {
+	if _, err := p.Agent(p.ctx(), conf.AgentSocket, cnirpc.Request{Op: cnirpc.OpPing, Warnings: conf.Warnings()}, p.StatusTimeout); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "sidelane-cni not ready: "+err.Error(), "")
 	}
 	return nil
@@ -497,7 +531,7 @@ func (p *Plugin) printResult(conf *Config) error {
 func (p *Plugin) sendReport(conf *Config, log *slog.Logger, r agentapi.Report, start time.Time) {
 	r.Time = p.Now().UTC()
 	r.Duration = r.Time.Sub(start)
-	if _, err := p.Agent(context.Background(), conf.AgentSocket, cnirpc.Request{Op: cnirpc.OpReport, Report: &r}, p.ReportTimeout); err != nil {
+	if _, err := p.Agent(p.ctx(), conf.AgentSocket, cnirpc.Request{Op: cnirpc.OpReport, Report: &r}, p.ReportTimeout); err != nil {
 		log.Warn("node agent not told (best effort)", "error", err)
 	}
 }

@@ -586,3 +586,18 @@ func TestCorruptStateAfterPowerLoss(t *testing.T) {
 		t.Errorf("after GC: stale present %v (want false), valid present %v (want true)", exists(stale), exists(valid))
 	}
 }
+
+// TestMainPrintsTheCNIError: a call skel refuses (here: no network configuration on stdin)
+// ends with exit code 1 and the CNI error, as JSON, on the plugin's stdout (what the runtime
+// reads).
+func TestMainPrintsTheCNIError(t *testing.T) {
+	t.Setenv("CNI_COMMAND", "ADD")
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), &stdout, &stderr); code != 1 {
+		t.Fatalf("exit code %d, want 1; stderr %q", code, stderr.String())
+	}
+	var e types.Error
+	if err := json.Unmarshal(stdout.Bytes(), &e); err != nil || e.Code == 0 || e.Msg == "" {
+		t.Fatalf("stdout %q (%v): want a CNI error", stdout.String(), err)
+	}
+}
