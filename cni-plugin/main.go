@@ -5,15 +5,14 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/sidelane/sidelane/internal/cniplugin"
 )
 
+// main is wiring like every binary's, with one difference: no signal.NotifyContext. The
+// runtime ends a plugin by killing it (its exec is bound to a context: SIGKILL), so a SIGTERM
+// handler would never run, and installing one costs 0.55 ms of the plugin's 2.2 ms start
+// (measured with CNI_COMMAND=VERSION, 400 interleaved execs), paid on every pod's ADD.
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	code := cniplugin.Main(ctx, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	os.Exit(cniplugin.Main(context.Background(), os.Stdout, os.Stderr))
 }
