@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs Sidelane's tests. `hack/test.sh unit` runs unit and privileged tests (root needed for the
+# Runs Sidelane's tests. `hack/test.sh unit` checks gofmt and go vet, runs unit and privileged tests (root needed for the
 # latter; under CI=true a privileged test that would skip fails instead) and the Helm chart's
 # tests (its own module, hack/chart), `e2e` runs the
 # end-to-end tests on a local single-node cluster, `all` runs both.
@@ -11,6 +11,15 @@ export GOFLAGS=${GOFLAGS:-}
 unit() {
   local pkgs
   pkgs=$(go list ./... | grep -v /test/e2e)
+  echo "== gofmt and go vet"
+  local unformatted
+  unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))
+  if [ -n "$unformatted" ]; then
+    echo "gofmt would change:" >&2
+    echo "$unformatted" >&2
+    return 1
+  fi
+  go vet ./...
   echo "== compiling the tests (all cores)"
   local tmp
   tmp=$(mktemp -d)

@@ -29,7 +29,7 @@ type harness struct {
 	t      *testing.T
 	p      *Plugin
 	kernel *capture.Fake // the pods' rules, rendered as the real backends render them
-	agent  *cnirpc.Fake // the stand-in agent on socket
+	agent  *cnirpc.Fake  // the stand-in agent on socket
 	socket string
 	seen   int // reports before this index are ignored by reports()
 	stdout *bytes.Buffer
@@ -93,10 +93,10 @@ func newHarness(t *testing.T) *harness {
 	// tests use the host's own netns path, read only by the fake.
 	h.netns = "/proc/self/ns/net"
 	h.p = &Plugin{
-		Stdout: h.stdout,
-		Stderr: h.stderr,
-		NewBackend: h.kernel.New,
-		InNetns:    h.kernel.InNetns,
+		Stdout:        h.stdout,
+		Stderr:        h.stderr,
+		NewBackend:    h.kernel.New,
+		InNetns:       h.kernel.InNetns,
 		Agent:         cnirpc.Call,
 		DecideTimeout: time.Second,
 		ReportTimeout: time.Second,
