@@ -48,8 +48,13 @@ func TestReadRequest(t *testing.T) {
 		{name: "unknown expectation in 1.0", in: "PUT / HTTP/1.0\r\nExpect: 100-continue 0\r\nContent-Length: 3\r\n\r\n", rule: RuleExpect, status: 417},
 		{name: "expect in 1.0 ignored", in: "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", method: "PUT", target: "/", framing: Length, length: 3, close: true},
 		{name: "same length twice", in: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", method: "POST", target: "/", host: "x", framing: Length, length: 3},
+		// RFC 9110 8.6: only identical decimal values may repeat; 3 and 03 are not (found by
+		// FuzzResponseDifferential: net/http refuses them).
+		{name: "same length in other digits", in: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 03\r\n\r\n", rule: RuleContentLength},
 		{name: "any token is a method", in: "PURGE /c HTTP/1.1\r\nHost: x\r\n\r\n", method: "PURGE", target: "/c", host: "x"},
 		{name: "absolute-form", in: "GET http://x/a HTTP/1.1\r\nHost: x\r\n\r\n", method: "GET", target: "http://x/a", host: "x"},
+		{name: "absolute-form with port and query", in: "GET http://[::1]:8080?q HTTP/1.1\r\nHost: x\r\n\r\n", method: "GET", target: "http://[::1]:8080?q", host: "x"},
+		{name: "absolute-form other scheme", in: "GET urn:x:y HTTP/1.1\r\nHost: x\r\n\r\n", method: "GET", target: "urn:x:y", host: "x"},
 		{name: "authority-form", in: "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", method: "CONNECT", target: "x:443", host: "x:443"},
 		{name: "asterisk-form", in: "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", method: "OPTIONS", target: "*", host: "x"},
 		{name: "empty host", in: "GET / HTTP/1.1\r\nHost:\r\n\r\n", method: "GET", target: "/"},
@@ -60,7 +65,11 @@ func TestReadRequest(t *testing.T) {
 		{name: "bad host", in: "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", rule: RuleHost},
 		{name: "host with a bare percent", in: "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", rule: RuleHost},
 		{name: "connect to a bare percent", in: "CONNECT %:0 HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleTarget},
-		{name: "host percent-encoded", in: "GET / HTTP/1.1\r\nHost: a%41b\r\n\r\n", method: "GET", target: "/", host: "a%41b"},
+		// RFC 3986 3.2.2: percent-encoding in a host only for UTF-8 sequences (found by
+		// FuzzDifferential: net/http refuses http://%00.../ as a target).
+		{name: "host percent-encoded UTF-8", in: "GET / HTTP/1.1\r\nHost: caf%C3%A9\r\n\r\n", method: "GET", target: "/", host: "caf%C3%A9"},
+		{name: "host percent-encoded ASCII", in: "GET / HTTP/1.1\r\nHost: a%41b\r\n\r\n", rule: RuleHost},
+		{name: "target authority percent-encoded NUL", in: "GET A://%00 HTTP/1.0\r\n\r\n", rule: RuleTarget},
 		// RFC 3986 3.2.2: uri-host is an IP-literal in brackets, an IPv4address or a reg-name
 		// (no ':' and no brackets), then an optional ":" port of digits.
 		{name: "host IPv6 literal with port", in: "GET / HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\r\n", method: "GET", target: "/", host: "[2001:db8::1]:8080"},
@@ -85,6 +94,13 @@ func TestReadRequest(t *testing.T) {
 		{name: "space in target", in: "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleVersion},
 		{name: "bad method", in: "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleMethod},
 		{name: "no target", in: "GET HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleRequestLine},
+		// RFC 3986 3.2: the authority of an absolute-form target is a uri-host [":" port];
+		// RFC 9110 4.2.4: userinfo is an error; 4.2.1: an http URI needs a host (the first
+		// case found by FuzzDifferential: net/http refuses it).
+		{name: "absolute-form bad authority", in: "GET A://` HTTP/1.0\r\n\r\n", rule: RuleTarget},
+		{name: "absolute-form userinfo", in: "GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleTarget},
+		{name: "absolute-form empty http host", in: "GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleTarget},
+		{name: "absolute-form http without authority", in: "GET http:a HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleTarget},
 		{name: "target no form", in: "GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleTarget},
 		{name: "target fragment", in: "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleTarget},
 		{name: "target bad escape", in: "GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n", rule: RuleTarget},
@@ -193,6 +209,13 @@ func TestReadResponse(t *testing.T) {
 		{name: "bare LF", in: "HTTP/1.1 200 OK\nContent-Length: 1\n\n", method: "GET", status: 200, framing: Length, length: 1},
 		{name: "obs-text reason", in: "HTTP/1.1 200 \xc4\xe9\r\n\r\n", method: "GET", status: 200, framing: UntilClose},
 		{name: "bad status", in: "HTTP/1.1 2x0 OK\r\n\r\n", method: "GET", wantErr: true},
+		// RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing (found
+		// by FuzzResponseDifferential: the codec read chunked, net/http reads until close).
+		// RFC 9112 2.2 lets a server skip empty lines before a request-line; nothing lets a
+		// client skip them before a status line (found by FuzzResponseDifferential).
+		{name: "empty line before the status line", in: "\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", method: "GET", wantErr: true},
+		{name: "lengths 0 and 00", in: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 00\r\n\r\n", method: "GET", wantErr: true},
+		{name: "te in a 1.0 response", in: "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", method: "GET", wantErr: true},
 		{name: "status 600", in: "HTTP/1.1 600 OK\r\n\r\n", method: "GET", wantErr: true},
 		{name: "bad version", in: "HTTP/2.0 200 OK\r\n\r\n", method: "GET", wantErr: true},
 		// RFC 9112 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).

@@ -138,10 +138,12 @@ type Response struct {
 }
 
 // readHead reads lines into buf until the blank line that ends a head. It never reads past
-// the head. Leading empty lines are skipped (RFC 9112 2.2), counted against max. A bare CR
+// the head. With skipBlank, leading empty lines are skipped, counted against max: RFC 9112
+// 2.2 asks it of a server before a request-line, and grants it nowhere else (an empty line
+// before a status line is returned as the head, which then fails to parse). A bare CR
 // anywhere in the head is refused. io.EOF before any byte is returned as io.EOF, a head cut
 // off by the end of the stream as io.ErrUnexpectedEOF.
-func readHead(br *bufio.Reader, buf []byte, max int) ([]byte, bool, error) {
+func readHead(br *bufio.Reader, buf []byte, max int, skipBlank bool) ([]byte, bool, error) {
 	buf = buf[:0]
 	skipped := 0
 	bareLF := false
@@ -169,7 +171,7 @@ func readHead(br *bufio.Reader, buf []byte, max int) ([]byte, bool, error) {
 			return buf, bareLF, refuse(RuleBareCR, "a CR not followed by LF in %q", clip(l))
 		}
 		blank := n == 1 || n == 2 && crlf
-		if blank && lineStart == 0 {
+		if blank && lineStart == 0 && skipBlank {
 			// Leading blank lines before a request line are ignored (RFC 9112 2.2).
 			skipped += n
 			buf = buf[:0]
@@ -202,7 +204,7 @@ func nextLine(b []byte) (line, rest []byte) {
 // up to max bytes) as storage. It returns the storage for reuse. On io.EOF before any byte the
 // error is io.EOF itself.
 func ReadRequest(br *bufio.Reader, r *Request, buf []byte, max int) ([]byte, error) {
-	buf, bareLF, err := readHead(br, buf, max)
+	buf, bareLF, err := readHead(br, buf, max, true)
 	if err != nil {
 		return buf, err
 	}
@@ -215,7 +217,7 @@ func ReadRequest(br *bufio.Reader, r *Request, buf []byte, max int) ([]byte, err
 // ReadResponse reads and parses one response head; see ReadRequest. method is the request's
 // method (HEAD and CONNECT change what a response may carry).
 func ReadResponse(br *bufio.Reader, r *Response, buf []byte, max int, method []byte) ([]byte, error) {
-	buf, bareLF, err := readHead(br, buf, max)
+	buf, bareLF, err := readHead(br, buf, max, false)
 	if err != nil {
 		return buf, err
 	}
@@ -325,6 +327,22 @@ func checkTarget(method, t []byte) error {
 		if i <= 0 || !isScheme(t[:i]) {
 			return bad("neither origin-form nor absolute-form")
 		}
+		// An authority ("//" host [":" port]) is a uri-host as in Host, without userinfo
+		// (RFC 9110 4.2.4: treat its presence as an error); http and https need a non-empty
+		// one (RFC 9110 4.2.1, 4.2.2).
+		rest := t[i+1:]
+		web := equalFold(t[:i], "http") || equalFold(t[:i], "https")
+		if bytes.HasPrefix(rest, []byte("//")) {
+			auth := rest[2:]
+			if j := bytes.IndexAny(auth, "/?"); j >= 0 {
+				auth = auth[:j]
+			}
+			if !validHost(auth) || web && (len(auth) == 0 || auth[0] == ':') {
+				return bad("the authority is not host[:port]")
+			}
+		} else if web {
+			return bad("an http(s) URI needs an authority")
+		}
 	}
 	path := t
 	if q := bytes.IndexByte(t, '?'); q >= 0 {
@@ -358,7 +376,7 @@ func isHex(c byte) bool {
 
 // validHost accepts uri-host [ ":" port ] (RFC 3986 3.2.2, 3.2.3; RFC 9110 7.2): an
 // IP-literal in brackets (an IPv6 address without a zone, or IPvFuture), or a reg-name or
-// IPv4address of unreserved characters, sub-delims and percent-encoded octets; the port is
+// IPv4address of unreserved characters, sub-delims and percent-encoded non-ASCII octets; the port is
 // digits. An empty Host is valid (RFC 9112 3.2 allows it when the target has no authority).
 func validHost(h []byte) bool {
 	host, port := h, []byte(nil)
@@ -381,8 +399,9 @@ func validHost(h []byte) bool {
 		if !regNameChar[c] {
 			return false
 		}
-		// pct-encoded = "%" HEXDIG HEXDIG
-		if c == '%' && (i+2 >= len(host) || !isHex(host[i+1]) || !isHex(host[i+2])) {
+		// pct-encoded = "%" HEXDIG HEXDIG, and in a host only for the bytes of a UTF-8
+		// sequence (RFC 3986 3.2.2): "%00" or "%41" is refused.
+		if c == '%' && (i+2 >= len(host) || !isHex(host[i+1]) || host[i+1] < '8' || !isHex(host[i+2])) {
 			return false
 		}
 	}
@@ -467,6 +486,7 @@ func (r *Response) Parse(raw []byte, method []byte) error {
 func (m *common) parseHeaders(b []byte, request bool) error {
 	var (
 		clSeen, teSeen, chunkedLast bool
+		clValue                     []byte // the first Content-Length value
 		teLines, teTokens           int
 		upgradeHdr, connUpgrade     bool
 		connKeepAlive, connClose    bool
@@ -501,10 +521,12 @@ func (m *common) parseHeaders(b []byte, request bool) error {
 			if !ok {
 				return refuse(RuleContentLength, "Content-Length %q", clip(value))
 			}
-			if clSeen && n != m.ContentLength {
-				return refuse(RuleContentLength, "conflicting Content-Length values")
+			// Repeats must be the same digits (RFC 9110 8.6's "identical decimal values"):
+			// "0" and "00" are not, and a peer may pick either line.
+			if clSeen && !bytes.Equal(value, clValue) {
+				return refuse(RuleContentLength, "conflicting Content-Length values %q and %q", clip(clValue), clip(value))
 			}
-			clSeen = true
+			clSeen, clValue = true, value
 			m.ContentLength = n
 		case equalFold(name, "transfer-encoding"):
 			teSeen = true
@@ -530,11 +552,12 @@ func (m *common) parseHeaders(b []byte, request bool) error {
 	if teSeen && clSeen {
 		return refuse(RuleLengthAndChunked, "both Content-Length and Transfer-Encoding")
 	}
+	if teSeen && m.Minor == 0 {
+		// RFC 9112 6.1: a recipient of an HTTP/1.0 message with Transfer-Encoding MUST treat
+		// its framing as faulty; the proxy refuses it, a request with 400, a response with 502.
+		return refuse(RuleTEInHTTP10, "Transfer-Encoding in an HTTP/1.0 message")
+	}
 	if request && teSeen {
-		if m.Minor == 0 {
-			// RFC 9112 6.1: the framing of such a message is faulty.
-			return refuse(RuleTEInHTTP10, "Transfer-Encoding in an HTTP/1.0 request")
-		}
 		if teLines != 1 || teTokens != 1 || !chunkedLast {
 			return &ParseError{Status: 501, Rule: RuleTransferEncoding, Detail: "only Transfer-Encoding: chunked is accepted in a request"}
 		}
