@@ -140,6 +140,12 @@ func (m *metrics) request(d Direction, method []byte, code int, reqBytes, respBy
 		c = &counter
 	}
 	(*c).Inc()
+	m.exchanged(d, reqBytes, respBytes, seconds)
+}
+
+// exchanged records what every request or stream adds besides its counter: the duration,
+// the bytes each way and the total.
+func (m *metrics) exchanged(d Direction, reqBytes, respBytes int64, seconds float64) {
 	m.durationBy[d].Observe(seconds)
 	if reqBytes > 0 {
 		m.reqBytesBy[d].Add(float64(reqBytes))

@@ -187,14 +187,7 @@ func (m *metrics) stream(d Direction, method []byte, code int, grpcStatus string
 		c, _ = m.nonHTTP.cache.LoadOrStore(k, m.requests.WithLabelValues(d.String(), methodNames[k.mi], strconv.Itoa(code), grpcStatus))
 	}
 	c.(prometheus.Counter).Inc()
-	m.durationBy[d].Observe(seconds)
-	if reqBytes > 0 {
-		m.reqBytesBy[d].Add(float64(reqBytes))
-	}
-	if respBytes > 0 {
-		m.respBytesBy[d].Add(float64(respBytes))
-	}
-	m.http.Add(1)
+	m.exchanged(d, reqBytes, respBytes, seconds)
 }
 
 // tlsEntry is the access-log line of a TLS connection (one per connection, at its start).
