@@ -363,7 +363,8 @@ func testGRPCCalls(t *testing.T, p *proxyProc, peer string, cc *grpc.ClientConn,
 // and checks that every call the proxy accepted got its answer: only calls that found no
 // proxy listening any more (connection refused, never accepted) may fail.
 func testGRPCDrain(t *testing.T, p *proxyProc, cc *grpc.ClientConn, app *grpcecho.Handler) {
-	var ok, refused atomic.Int64
+	var refused atomic.Int64
+	ok := newLoadCount(200)
 	var lostMu sync.Mutex
 	var lost []string
 	stop := make(chan struct{})
@@ -392,7 +393,7 @@ func testGRPCDrain(t *testing.T, p *proxyProc, cc *grpc.ClientConn, app *grpcech
 				out, err := grpcecho.Unary(context.Background(), cc, []byte("drain"))
 				switch {
 				case err == nil && string(out) == "drain":
-					ok.Add(1)
+					ok.answered()
 				case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connection refused"):
 					refused.Add(1) // a new connection after the proxy closed its listeners
 					time.Sleep(10 * time.Millisecond)
@@ -404,11 +405,11 @@ func testGRPCDrain(t *testing.T, p *proxyProc, cc *grpc.ClientConn, app *grpcech
 			}
 		}()
 	}
-	for deadline := time.Now().Add(30 * time.Second); ok.Load() < 200 || len(app.Started) == 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("no load: %d calls, slow call started: %v", ok.Load(), len(app.Started) > 0)
-		}
-		time.Sleep(10 * time.Millisecond)
+	ok.wait(t, 30*time.Second)
+	select {
+	case <-app.Started:
+	case err := <-slow:
+		t.Fatalf("the slow call ended before it started at the app: %v", err)
 	}
 	atSignal := ok.Load()
 	p.sigtermAndWait(t)

@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,8 +33,7 @@ func TestHTTP2Drain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	var ok atomic.Int64
-	loaded := make(chan struct{}) // closed at the 100th answered call
+	ok := newLoadCount(100)
 	var mu sync.Mutex
 	var failed []string
 	stop := make(chan struct{})
@@ -52,9 +50,7 @@ func TestHTTP2Drain(t *testing.T) {
 				}
 				_, err := grpcecho.Unary(context.Background(), cc, []byte("x"))
 				if err == nil {
-					if ok.Add(1) == 100 {
-						close(loaded)
-					}
+					ok.answered()
 					continue
 				}
 				if strings.Contains(err.Error(), "connection refused") {
@@ -77,11 +73,7 @@ func TestHTTP2Drain(t *testing.T) {
 	case err := <-slow:
 		t.Fatalf("the long call ended before it started at the app: %v", err)
 	}
-	select {
-	case <-loaded:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no load: %d calls answered in 30 s", ok.Load())
-	}
+	ok.wait(t, 30*time.Second)
 	h.s.Drain()
 	select {
 	case <-h.done:

@@ -566,7 +566,8 @@ func peakRSS(t *testing.T, pid int) int64 {
 // testSIGTERMUnderLoad runs keep-alive clients against the proxy, sends SIGTERM and checks
 // that every request the proxy accepted was answered; only new connections may be refused.
 func testSIGTERMUnderLoad(t *testing.T, p *proxyProc, peer string) {
-	var ok, refused atomic.Int64
+	var refused atomic.Int64
+	ok := newLoadCount(200)
 	var lostMu sync.Mutex
 	var lost []string
 	stop := make(chan struct{})
@@ -612,17 +613,12 @@ func testSIGTERMUnderLoad(t *testing.T, p *proxyProc, peer string) {
 					lostMu.Unlock()
 					continue
 				}
-				ok.Add(1)
+				ok.answered()
 			}
 		}()
 	}
 	// Load first, then SIGTERM.
-	for deadline := time.Now().Add(30 * time.Second); ok.Load() < 200; {
-		if time.Now().After(deadline) {
-			t.Fatalf("no load: %d requests", ok.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	ok.wait(t, 30*time.Second)
 	atSignal := ok.Load()
 	p.sigtermAndWait(t)
 	close(stop)

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -56,6 +57,33 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// loadCount counts the answered calls of a load test (the drain tests) and says when the
+// n-th is answered, so that the test waits for its load as an event.
+type loadCount struct {
+	atomic.Int64
+	n       int64
+	reached chan struct{}
+}
+
+func newLoadCount(n int64) *loadCount { return &loadCount{n: n, reached: make(chan struct{})} }
+
+// answered counts one answered call.
+func (c *loadCount) answered() {
+	if c.Add(1) == c.n {
+		close(c.reached)
+	}
+}
+
+// wait returns once n calls are answered; it fails the test after timeout.
+func (c *loadCount) wait(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-c.reached:
+	case <-time.After(timeout):
+		t.Fatalf("no load: %d of %d calls answered in %v", c.Load(), c.n, timeout)
+	}
 }
 
 // harness is an in-process proxy whose "original destination" is fixed to upstream (no
