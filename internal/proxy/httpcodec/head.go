@@ -304,15 +304,11 @@ func checkTarget(method, t []byte) error {
 	connect := string(method) == "CONNECT"
 	switch {
 	case connect:
-		// authority-form: host ":" port.
+		// authority-form: uri-host ":" port, neither of them empty. validHost checks both;
+		// here the port must be there: a last ':' after any ']' and not at either end.
 		i := bytes.LastIndexByte(t, ':')
-		if i <= 0 || i == len(t)-1 || !validHost(t) || t[0] == '/' {
+		if i <= 0 || i == len(t)-1 || i < bytes.LastIndexByte(t, ']') || t[0] == '/' || !validHost(t) {
 			return bad("CONNECT needs host:port")
-		}
-		for _, c := range t[i+1:] {
-			if c < '0' || c > '9' {
-				return bad("CONNECT needs host:port")
-			}
 		}
 		return nil
 	case string(t) == "*":
