@@ -544,20 +544,16 @@ func (x *exchange) send() bool {
 		up.close()
 		x.up = nil
 		cc.setUpstream(nil)
-		var ce *clientError
-		if errors.As(err, &ce) {
-			s.clientBodyError(cc, &x.e, ce.err)
-			return false
-		}
 		// A pooled connection that the app closed meanwhile fails before any byte of the
 		// response: a request that is safe to repeat and whose body need not be replayed is
-		// sent once more on a new connection. Anything else is never sent twice.
+		// sent once more on a new connection. Anything else is never sent twice. (A request
+		// without a body cannot fail on the client's side, so a retry is never a client error.)
 		if attempt == 0 && up.reused && up.tc.nread == readBefore && !hasBody && idempotent(req.Method) &&
 			!errors.Is(err, httpcodec.ErrMalformed) && !isTimeout(err) {
 			s.m.retriesBy[cc.dir].Inc()
 			continue
 		}
-		s.upstreamError(cc, &x.e, err)
+		x.fail(err)
 		return false
 	}
 }
