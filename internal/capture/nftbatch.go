@@ -29,15 +29,6 @@ type nftBatch struct {
 	err  error
 }
 
-// Flags of the messages: every message is a request; tables and chains are created (a table
-// exclusively when asked), rules appended.
-const (
-	nlmRequest = unix.NLM_F_REQUEST
-	nlmCreate  = unix.NLM_F_CREATE
-	nlmExcl    = unix.NLM_F_EXCL
-	nlmAppend  = unix.NLM_F_APPEND
-)
-
 // Values of linux/netfilter.h and linux/netfilter/nfnetlink.h that x/sys/unix lacks.
 const (
 	nfDrop         = 0 // NF_DROP, a base chain's policy
@@ -48,9 +39,9 @@ const (
 // addTable adds table name of family fam; with exclusive the kernel fails the transaction
 // (EEXIST) when the table already exists, otherwise adding an existing table changes nothing.
 func (b *nftBatch) addTable(fam byte, name string, exclusive bool) {
-	flags := uint16(nlmRequest | nlmCreate)
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_CREATE)
 	if exclusive {
-		flags = nlmRequest | nlmExcl
+		flags = unix.NLM_F_REQUEST | unix.NLM_F_EXCL
 	}
 	b.add(unix.NFT_MSG_NEWTABLE, flags, fam, tableAttrs(name))
 }
@@ -58,7 +49,7 @@ func (b *nftBatch) addTable(fam byte, name string, exclusive bool) {
 // delTable deletes table name of family fam with every chain and rule in it; the kernel fails
 // the transaction (ENOENT) when there is no such table.
 func (b *nftBatch) delTable(fam byte, name string) {
-	b.add(unix.NFT_MSG_DELTABLE, nlmRequest, fam, tableAttrs(name))
+	b.add(unix.NFT_MSG_DELTABLE, unix.NLM_F_REQUEST, fam, tableAttrs(name))
 }
 
 func tableAttrs(name string) func(ae *netlink.AttributeEncoder) {
@@ -71,7 +62,7 @@ func tableAttrs(name string) func(ae *netlink.AttributeEncoder) {
 // addChain adds chain ch (without its rules) to table of family fam. A chain with a Hook is a
 // base chain: its hook, priority, policy and type are sent too.
 func (b *nftBatch) addChain(fam byte, table string, ch rules.NFTChain) {
-	b.add(unix.NFT_MSG_NEWCHAIN, nlmRequest|nlmCreate, fam, func(ae *netlink.AttributeEncoder) {
+	b.add(unix.NFT_MSG_NEWCHAIN, unix.NLM_F_REQUEST|unix.NLM_F_CREATE, fam, func(ae *netlink.AttributeEncoder) {
 		ae.String(unix.NFTA_CHAIN_TABLE, table)
 		ae.String(unix.NFTA_CHAIN_NAME, ch.Name)
 		if ch.Hook == "" {
@@ -102,7 +93,7 @@ func hookNum(h string) uint32 {
 // addRule appends a rule of exprs, with userData (NFTA_RULE_USERDATA, nil for none), to chain
 // of table of family fam.
 func (b *nftBatch) addRule(fam byte, table, chain string, exprs []expr.Any, userData []byte) {
-	b.add(unix.NFT_MSG_NEWRULE, nlmRequest|nlmCreate|nlmAppend, fam, func(ae *netlink.AttributeEncoder) {
+	b.add(unix.NFT_MSG_NEWRULE, unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_APPEND, fam, func(ae *netlink.AttributeEncoder) {
 		ae.String(unix.NFTA_RULE_TABLE, table)
 		ae.String(unix.NFTA_RULE_CHAIN, chain)
 		ae.Nested(unix.NFTA_RULE_EXPRESSIONS, func(nae *netlink.AttributeEncoder) error {
@@ -168,9 +159,9 @@ func (b *nftBatch) marshal() (buf []byte, last uint32, err error) {
 	if b.msgs == 0 {
 		return nil, 0, errors.New("nftables: an empty transaction")
 	}
-	buf = appendNFMsg(make([]byte, 0, len(b.buf)+2*32), unix.NFNL_MSG_BATCH_BEGIN, nlmRequest, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)
+	buf = appendNFMsg(make([]byte, 0, len(b.buf)+2*32), unix.NFNL_MSG_BATCH_BEGIN, unix.NLM_F_REQUEST, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)
 	buf = append(buf, b.buf...)
-	buf = appendNFMsg(buf, unix.NFNL_MSG_BATCH_END, nlmRequest, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)
+	buf = appendNFMsg(buf, unix.NFNL_MSG_BATCH_END, unix.NLM_F_REQUEST, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)
 	seq := uint32(0)
 	for m := buf; len(m) > 0; {
 		seq++

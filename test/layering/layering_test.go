@@ -4,6 +4,7 @@
 package layering
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,7 +31,7 @@ func packages(t *testing.T) []pkg {
 		t.Fatalf("go list: %v", err)
 	}
 	var pkgs []pkg
-	dec := json.NewDecoder(strings.NewReader(string(out)))
+	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
 		var p pkg
 		if err := dec.Decode(&p); err == io.EOF {
